@@ -1,0 +1,289 @@
+"""Run configuration: typed dataclasses, loaded from YAML/JSON plus `key=value` overrides, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from llm4ts_scale.errors import UserError
+
+STAGE_NAMES = ("align", "lp", "ft")
+
+
+@dataclass
+class DataConfig:
+    path: str = "ETTh1"  # CSV/Parquet file, prepared store dir, or a known dataset name
+    split: str = "auto"  # auto | ett-hourly | ett-minute | ratio
+    seq_len: int = 336
+    pred_len: int = 96
+    patch_len: int = 16
+    stride: int = 8
+    few_shot_percent: int = 100
+    batch_size: int = 128  # per process
+    eval_batch_size: Optional[int] = None  # defaults to batch_size
+    num_workers: int = 0
+    shuffle_buffer: int = 10000
+    freq: Optional[str] = None  # override the inferred frequency (pandas alias)
+    fill: str = "none"  # none | ffill: forward-fill NaN instead of refusing
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    targets: Any = "auto"  # "auto" (PEFT's mapping for the architecture) or a list of module names
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "smollm2-135m"  # HF model id, local path, or a built-in alias
+    layers: int = 6  # first K blocks
+    quantize: str = "nf4"  # nf4 | fp4 | none
+    double_quant: bool = True
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    tune_norms: bool = True
+    tune_positions: bool = True  # learned absolute position tables of the backbone (GPT-2's wpe)
+    temporal_pooling: str = "first"  # first | mean
+    revin_affine: bool = True
+    conv_kernel: int = 3
+    dropout: float = 0.1
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 1
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | constant
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class StagesConfig:
+    align: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=1.0e-3))
+    lp: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr=1.0e-3))
+    ft: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr=1.0e-4))
+
+
+@dataclass
+class TrainConfig:
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    patience: int = 3  # early stopping on validation loss
+    limit_train_batches: Optional[int] = None  # cap per epoch, for smoke runs; evaluation is never capped
+    checkpoint_every_steps: int = 500  # besides every epoch end
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
+    log_with: str = "tensorboard"  # tensorboard | none
+    collective_timeout_s: int = 120
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/etth1-96"
+    seed: int = 2023
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, exclude: tuple[str, ...] = ("run_dir",)) -> str:
+        """Stable hash of what determines the results (run_dir excluded: moving a run keeps it)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def active_stages(self) -> list[str]:
+        return [name for name in STAGE_NAMES if getattr(self.stages, name).epochs > 0]
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unwrap_optional(tp) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional or base is Any:
+            return None
+        raise UserError(f"config key '{key}' cannot be null; give a value of type {base.__name__}")
+    if base is Any:
+        return value
+    if dataclasses.is_dataclass(base):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping of its sub-keys, got {value!r}")
+        return _build(base, value, prefix=key + ".")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        return int(as_float)
+    if base is float:
+        if isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}") from None
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise UserError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys"
+            f"{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(types_)}"
+        )
+    kwargs = {name: _coerce(values[name], types_[name], prefix + name) for name in values}
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing YAML or JSON file to --config")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"config file {path} is not valid YAML/JSON ({first}); fix its syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`a.b=1 c=x` -> nested dict; values parsed as YAML scalars/lists (`lora.targets=[q_proj,v_proj]`)."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not key=value; write e.g. data.pred_len=192")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise UserError(f"override '{item}' has an empty key; write e.g. data.pred_len=192")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}' conflicts with another override of '{part}'")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- config file <- key=value overrides, then validated."""
+    values: dict = read_config_file(path) if path else {}
+    values = _merge(values, parse_overrides(overrides or []))
+    config = _build(RunConfig, values)
+    validate(config)
+    return config
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    config = _build(RunConfig, values)
+    validate(config)
+    return config
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UserError(message)
+
+
+def validate(c: RunConfig) -> None:
+    d, m, t = c.data, c.model, c.train
+    _check(d.split in ("auto", "ett-hourly", "ett-minute", "ratio"),
+           f"data.split={d.split!r} is unknown; use auto, ett-hourly, ett-minute or ratio")
+    for key in ("seq_len", "pred_len", "patch_len", "stride", "batch_size"):
+        _check(getattr(d, key) > 0, f"data.{key} must be positive, got {getattr(d, key)}")
+    _check(d.patch_len <= d.seq_len, f"data.patch_len={d.patch_len} exceeds data.seq_len={d.seq_len}; lower it")
+    _check(d.stride <= d.patch_len, f"data.stride={d.stride} exceeds data.patch_len={d.patch_len}; patches would skip values")
+    _check((d.seq_len - d.patch_len) % d.stride == 0,
+           f"data.seq_len - data.patch_len ({d.seq_len - d.patch_len}) must be a multiple of data.stride={d.stride}")
+    _check(0 < d.few_shot_percent <= 100, f"data.few_shot_percent must be in (0, 100], got {d.few_shot_percent}")
+    _check(d.num_workers >= 0, "data.num_workers must be >= 0")
+    _check(d.fill in ("none", "ffill"), f"data.fill={d.fill!r} is unknown; use none or ffill")
+    _check(d.eval_batch_size is None or d.eval_batch_size > 0, "data.eval_batch_size must be positive")
+    _check(m.layers > 0, f"model.layers must be positive, got {m.layers}")
+    _check(m.quantize in ("nf4", "fp4", "none"), f"model.quantize={m.quantize!r} is unknown; use nf4, fp4 or none")
+    _check(m.temporal_pooling in ("first", "mean"),
+           f"model.temporal_pooling={m.temporal_pooling!r} is unknown; use first or mean")
+    _check(m.lora.r > 0, f"model.lora.r must be positive, got {m.lora.r}")
+    _check(0 <= m.lora.dropout < 1, "model.lora.dropout must be in [0, 1)")
+    _check(m.lora.targets == "auto" or (isinstance(m.lora.targets, list) and all(isinstance(x, str) for x in m.lora.targets)),
+           "model.lora.targets must be auto or a list of module names, e.g. [q_proj,v_proj]")
+    _check(m.conv_kernel % 2 == 1, f"model.conv_kernel must be odd, got {m.conv_kernel}")
+    for name in STAGE_NAMES:
+        s = getattr(c.stages, name)
+        _check(s.epochs >= 0, f"stages.{name}.epochs must be >= 0")
+        _check(s.lr > 0, f"stages.{name}.lr must be positive")
+        _check(s.schedule in ("cosine", "constant"), f"stages.{name}.schedule={s.schedule!r} is unknown; use cosine or constant")
+        _check(0 <= s.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
+    _check(bool(c.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
+    _check(c.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
+    _check(t.grad_accum >= 1, "train.grad_accum must be >= 1")
+    _check(t.patience >= 1, "train.patience must be >= 1")
+    _check(t.limit_train_batches is None or t.limit_train_batches > 0, "train.limit_train_batches must be positive or null")
+    _check(t.checkpoint_every_steps > 0, "train.checkpoint_every_steps must be positive")
+    _check(t.mixed_precision in ("auto", "no", "bf16", "fp16"), "train.mixed_precision must be auto, no, bf16 or fp16")
+    _check(t.log_with in ("tensorboard", "none"), "train.log_with must be tensorboard or none")
+    _check(t.collective_timeout_s > 0, "train.collective_timeout_s must be positive")
