@@ -1,0 +1,185 @@
+"""Load the first K blocks of a pre-trained decoder (HF id, local dir, or alias) as a base model.
+
+Only the first K blocks are materialized: the layer count is set on the config before
+`from_pretrained`, so the remaining blocks' weights are skipped on load. Inputs always enter as
+`inputs_embeds`, so the token-embedding table is dropped right after loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llm4ts_scale.errors import UserError
+from llm4ts_scale.model import smollm2
+
+ALIASES = {smollm2.ALIAS: smollm2.ensure_cached}
+
+
+@dataclass
+class BackboneInfo:
+    name: str  # what the user asked for (id, path or alias)
+    source: str  # what from_pretrained read (id or directory)
+    model_type: str
+    class_name: str
+    layers_total: int
+    layers_loaded: int
+    hidden_size: int
+    max_positions: int | None  # learned absolute position tables cap the number of tokens
+    quantize: str
+    compute_dtype: torch.dtype
+
+
+class TokenEmbeddingsDropped(nn.Module):
+    """Stands in for the token-embedding table: inputs come as `inputs_embeds`, never as ids."""
+
+    def forward(self, input_ids):
+        raise RuntimeError("this backbone takes inputs_embeds only; its token embedding table was dropped")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Truncating to K layers makes transformers report every skipped weight; that is intended."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def resolve(name: str) -> str:
+    """Alias -> cached local dir; existing dir -> itself; path-looking but missing -> error; else a hub id."""
+    if name in ALIASES:
+        return str(ALIASES[name]())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith((".", "/", "~")) or path.exists():
+        raise UserError(f"model.backbone={name!r} is not a model directory; pass a directory with config.json or a Hugging Face id")
+    return name
+
+
+def _load_error(name: str, err: Exception) -> UserError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return UserError(
+        f"cannot load backbone {name!r} ({type(err).__name__}: {first[:200]}); pass a local model directory "
+        "or check the id and the network (offline: set HF_HUB_OFFLINE=1 and use a directory or a cached id)"
+    )
+
+
+def compute_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def bnb_config(quantize: str, double_quant: bool, dtype: torch.dtype):
+    """4-bit config; quant_storage = the model dtype so ZeRO-3 can shard the packed weights."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantize,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
+    )
+
+
+def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True) -> tuple[nn.Module, BackboneInfo]:
+    """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    source = resolve(name)
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(name, err) from None
+    if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UserError(f"backbone {name!r} ({config.model_type}) is not a decoder-only language model; "
+                        "use a causal LM such as gpt2, Llama, Qwen2 or Mistral")
+    total = config.num_hidden_layers  # attribute_map: n_layer for GPT-2
+    if layers > total:
+        raise UserError(f"model.layers={layers} exceeds the {total} blocks of backbone {name!r}; set model.layers <= {total}")
+    config.num_hidden_layers = layers
+
+    dtype = compute_dtype() if quantize != "none" else torch.float32
+    kwargs = {"config": config, "dtype": dtype}
+    if quantize != "none":
+        kwargs["quantization_config"] = bnb_config(quantize, double_quant, dtype)
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+
+    model.set_input_embeddings(TokenEmbeddingsDropped())
+    _upcast_small_weights(model)
+    model.config.use_cache = False
+    info = BackboneInfo(
+        name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
+        layers_total=total, layers_loaded=_count_blocks(model), hidden_size=config.hidden_size,
+        max_positions=_learned_position_limit(model), quantize=quantize, compute_dtype=dtype,
+    )
+    return model, info
+
+
+def _upcast_small_weights(model: nn.Module) -> None:
+    """Keep non-quantized weights (norms, position tables, biases) in fp32: they are the trainable ones."""
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype != torch.float32 and not is_quantized(p):
+            p.data = p.data.float()
+
+
+def _count_blocks(model: nn.Module) -> int:
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    return max((len(m) for m in lists), default=0)
+
+
+def _learned_position_limit(model: nn.Module) -> int | None:
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    return min((t.num_embeddings for t in tables), default=None)
+
+
+def is_quantized(p: torch.Tensor) -> bool:
+    return type(p).__name__ == "Params4bit"
+
+
+def logical_numel(p: torch.Tensor) -> int:
+    """Parameter count as in the unquantized model (a Params4bit packs two values per byte)."""
+    if is_quantized(p) and getattr(p, "quant_state", None) is not None:
+        return int(torch.Size(p.quant_state.shape).numel())
+    return p.numel()
+
+
+def memory_bytes(module: nn.Module, skip=lambda name: False) -> int:
+    """Bytes of weights as held in memory: parameters, buffers, and 4-bit quantization state."""
+    total = 0
+    for name, p in module.named_parameters():
+        if skip(name):
+            continue
+        total += p.numel() * p.element_size()
+        state = getattr(p, "quant_state", None) if is_quantized(p) else None
+        if state is not None:
+            total += sum(t.numel() * t.element_size() for t in _state_tensors(state))
+    total += sum(b.numel() * b.element_size() for _, b in module.named_buffers())
+    return total
+
+
+def _state_tensors(state):
+    for key in ("absmax", "code", "offset"):
+        t = getattr(state, key, None)
+        if isinstance(t, torch.Tensor):
+            yield t
+    nested = getattr(state, "state2", None)
+    if nested is not None:
+        yield from _state_tensors(nested)

@@ -1,0 +1,137 @@
+"""What turns a look-back window into backbone inputs: RevIN, patching, and the three summed encodings.
+
+Shapes: x [B, L] (one channel per sample), x_mark [B, L, A] integer calendar attributes,
+patches [B, T, P] with T = (L - P) / S + 2, embeddings [B, T, D].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Calendar attributes, in the order the data side emits them, and their table sizes.
+# Must stay identical to llm4ts_scale/data/calendar.py:CALENDAR_SIZES (not imported: the model
+# must not depend on the data stack).
+CALENDAR_SIZES = {"month": 13, "day": 32, "weekday": 7, "hour": 24, "minute": 60, "second": 60}
+HOURLY_ATTRS = ["month", "day", "weekday", "hour"]
+
+
+def num_patches(seq_len: int, patch_len: int, stride: int) -> int:
+    """T = (L - P) / S + 2: one extra patch from replication-padding the end by S."""
+    return (seq_len - patch_len) // stride + 2
+
+
+def patchify(x: torch.Tensor, patch_len: int, stride: int) -> torch.Tensor:
+    """[B, L, *rest] -> [B, T, P, *rest]: pad the end by repeating the last step S times, then unfold."""
+    pad = x[:, -1:].expand(-1, stride, *x.shape[2:])
+    return torch.cat([x, pad], dim=1).unfold(1, patch_len, stride).movedim(-1, 2)
+
+
+class RevIN(nn.Module):
+    """Reversible instance normalization over the look-back window (Kim et al. 2022).
+
+    Statistics are detached (they are inputs, not something to learn through) and computed over
+    the whole window, so every normalized value depends a little on the whole window: causality
+    of the alignment objective holds on the normalized series, not on raw values.
+    The affine is one scalar pair (every sample is a single channel).
+    """
+
+    def __init__(self, affine: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(1)) if affine else None
+
+    def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = x.mean(dim=1, keepdim=True).detach()
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps).detach()
+        return mean, std
+
+    def normalize(self, x: torch.Tensor, stats) -> torch.Tensor:
+        mean, std = stats
+        return (x - mean) / std
+
+    def affine(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.weight is None else z * self.weight + self.bias
+
+    def denormalize(self, y: torch.Tensor, stats) -> torch.Tensor:
+        mean, std = stats
+        if self.weight is not None:
+            y = (y - self.bias) / (self.weight + self.eps * self.eps)
+        return y * std + mean
+
+
+class CausalTokenConv(nn.Module):
+    """Token encoding: Conv1d over the patch axis (in=P, out=D), padded on the LEFT only.
+
+    The paper pads circularly with a centered kernel. That leaks patch t+1 into token t and wraps
+    the last patches into token 0, which makes next-patch alignment trivially solvable and
+    non-causal. Left replicate padding keeps token t a function of patches <= t; forecasting uses
+    the same module so what alignment learned transfers unchanged.
+    """
+
+    def __init__(self, patch_len: int, d_model: int, kernel: int = 3):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(patch_len, d_model, kernel_size=kernel, padding=0, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [B, T, P] -> [B, T, D]
+        z = patches.transpose(1, 2)
+        z = F.pad(z, (self.kernel - 1, 0), mode="replicate") if self.kernel > 1 else z
+        return self.conv(z).transpose(1, 2)
+
+
+class TemporalEmbedding(nn.Module):
+    """One learned table per calendar attribute (integers in, summed), pooled per patch.
+
+    Pooling `first` takes each patch's first timestamp (the paper); `mean` averages the per-step
+    embeddings over the patch.
+    """
+
+    def __init__(self, attrs: list[str], d_model: int, patch_len: int, stride: int, pooling: str = "first"):
+        super().__init__()
+        unknown = [a for a in attrs if a not in CALENDAR_SIZES]
+        if unknown:
+            raise ValueError(f"unknown calendar attribute {unknown[0]!r}; known: {list(CALENDAR_SIZES)}")
+        if pooling not in ("first", "mean"):
+            raise ValueError(f"temporal pooling {pooling!r} is unknown; use first or mean")
+        self.attrs = list(attrs)
+        self.patch_len, self.stride, self.pooling = patch_len, stride, pooling
+        self.tables = nn.ModuleDict({a: nn.Embedding(CALENDAR_SIZES[a], d_model) for a in attrs})
+
+    def forward(self, x_mark: torch.Tensor) -> torch.Tensor | None:  # [B, L, A] -> [B, T, D]
+        if not self.attrs:
+            return None
+        if x_mark.shape[-1] != len(self.attrs):
+            raise ValueError(f"x_mark has {x_mark.shape[-1]} calendar columns, the model expects {self.attrs}")
+        marks = patchify(x_mark.long(), self.patch_len, self.stride)  # [B, T, P, A]
+        if self.pooling == "first":
+            marks = marks[:, :, :1]
+        emb = sum(table(marks[..., i]) for i, table in enumerate(self.tables.values()))  # [B, T, p, D]
+        return emb.mean(dim=2)
+
+
+class PatchEncoder(nn.Module):
+    """token + positional (learned, per patch index) + temporal encodings, summed, then dropout."""
+
+    def __init__(self, *, seq_len: int, patch_len: int, stride: int, d_model: int, calendar_attrs: list[str],
+                 pooling: str = "first", conv_kernel: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.patch_len, self.stride = patch_len, stride
+        self.num_patches = num_patches(seq_len, patch_len, stride)
+        self.token = CausalTokenConv(patch_len, d_model, conv_kernel)
+        self.position = nn.Embedding(self.num_patches, d_model)
+        self.temporal = TemporalEmbedding(calendar_attrs, d_model, patch_len, stride, pooling)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, T, D]
+        patches = patchify(z, self.patch_len, self.stride)
+        if patches.shape[1] != self.num_patches:
+            raise ValueError(f"input length {z.shape[1]} gives {patches.shape[1]} patches, the model expects {self.num_patches}")
+        h = self.token(patches) + self.position.weight
+        temporal = self.temporal(x_mark)
+        if temporal is not None:
+            h = h + temporal
+        return self.dropout(h)

@@ -1,0 +1,132 @@
+"""LLM4TS: RevIN -> patches -> token + positional + temporal encodings -> first K blocks of a
+pre-trained decoder (as inputs_embeds) -> alignment head (stage 1) or forecasting head (stage 2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llm4ts_scale.errors import UserError
+from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
+from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
+from llm4ts_scale.model.encoder import PatchEncoder, RevIN, patchify
+from llm4ts_scale.model.groups import GROUPS, STAGE_GROUPS
+from llm4ts_scale.model.heads import AlignHead, ForecastHead
+
+
+class LLM4TS(nn.Module):
+    """Parameters live in named groups (see groups.py): `param_groups()`, `set_trainable(groups)`.
+
+    `backbone` is the PEFT-wrapped base decoder, so `model.backbone.save_pretrained(dir)` writes
+    the LoRA adapter alone.
+    """
+
+    def __init__(self, backbone: nn.Module, info: BackboneInfo, *, seq_len: int, pred_len: int, patch_len: int,
+                 stride: int, calendar_attrs: list[str], pooling: str = "first", conv_kernel: int = 3,
+                 dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True, tune_positions: bool = True):
+        super().__init__()
+        self.info = info
+        self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, stride
+        self.calendar_attrs = list(calendar_attrs)
+        d_model = info.hidden_size
+        self.revin = RevIN(affine=revin_affine)
+        self.encoder = PatchEncoder(seq_len=seq_len, patch_len=patch_len, stride=stride, d_model=d_model,
+                                    calendar_attrs=calendar_attrs, pooling=pooling, conv_kernel=conv_kernel,
+                                    dropout=dropout)
+        self.num_patches = self.encoder.num_patches
+        if info.max_positions is not None and self.num_patches > info.max_positions:
+            raise UserError(f"{self.num_patches} patches exceed the {info.max_positions} positions of backbone "
+                            f"{info.name!r}; lower data.seq_len or raise data.stride")
+        self.backbone = backbone
+        self.align_head = AlignHead(d_model, patch_len)
+        self.head = ForecastHead(d_model, self.num_patches, pred_len, dropout)
+        # Backbone parameters that may train besides LoRA, by full name (stable: module structure is fixed).
+        self._norm_names = {f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)} if tune_norms else set()
+        self._position_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_position_table)}
+                                if tune_positions else set())
+        self.set_trainable(set(GROUPS) - {"frozen"})
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast"):
+        """forecast: [B, H] in the input's units; align: (pred, target), each [B, T-1, P], normalized."""
+        stats = self.revin.statistics(x)
+        z = self.revin.normalize(x, stats)
+        if task == "align":
+            return self.align_normalized(z, x_mark)
+        if task != "forecast":
+            raise ValueError(f"task must be 'forecast' or 'align', got {task!r}")
+        return self.revin.denormalize(self.head(self.hidden(z, x_mark)), stats)
+
+    def align_normalized(self, z: torch.Tensor, x_mark: torch.Tensor):
+        """Next-patch prediction on the RevIN-normalized series z (before the affine, which is learnable
+        and would otherwise let the loss shrink the target). Strictly causal in z: token t sees
+        patches <= t (causal token conv, causal attention), and predicts patch t+1.
+        Causality holds on z, not on raw x: RevIN's window statistics summarize the whole window."""
+        h = self.hidden(z, x_mark)
+        pred = self.align_head(h[:, :-1])
+        target = patchify(z, self.patch_len, self.stride)[:, 1:]
+        return pred, target
+
+    def hidden(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
+        """Backbone hidden states [B, T, D] for the normalized series z."""
+        e = self.encoder(self.revin.affine(z), x_mark).to(self.info.compute_dtype)
+        out = self.backbone(inputs_embeds=e, use_cache=False)
+        return out.last_hidden_state.to(self.head.proj.weight.dtype)
+
+    # ------------------------------------------------------------------ parameter groups
+
+    def group_of(self, name: str) -> str:
+        top = name.split(".", 1)[0]
+        if top in ("revin", "head", "align_head"):
+            return top
+        if top == "encoder":
+            return "embeddings"
+        if any(part.startswith("lora_") for part in name.split(".")):
+            return "lora"
+        if name in self._norm_names:
+            return "norms"
+        if name in self._position_names:
+            return "positions"
+        return "frozen"
+
+    def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Every parameter, by group; every group present (possibly empty); order = module order."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
+        for name, p in self.named_parameters():
+            groups[self.group_of(name)].append((name, p))
+        return groups
+
+    def set_trainable(self, groups: set[str]) -> None:
+        """requires_grad exactly for the given groups; 4-bit weights and `frozen` never train."""
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown parameter group(s) {sorted(unknown)}; known: {list(GROUPS)}")
+        if "frozen" in groups:
+            raise ValueError("the 'frozen' group cannot be trained")
+        for group, params in self.param_groups().items():
+            for _, p in params:
+                p.requires_grad_(group in groups and not is_quantized(p) and p.is_floating_point())
+
+    def trainable_count(self, groups: set[str]) -> int:
+        return sum(p.numel() for g in groups for _, p in self.param_groups()[g] if not is_quantized(p))
+
+    def summary(self) -> dict:
+        """What a user checks before renting GPUs (the `describe` command prints it)."""
+        groups = self.param_groups()
+        return {
+            "backbone": self.info.name,
+            "backbone_source": self.info.source,
+            "backbone_class": self.info.class_name,
+            "model_type": self.info.model_type,
+            "quantize": self.info.quantize,
+            "layers_loaded": self.info.layers_loaded,
+            "layers_total": self.info.layers_total,
+            "hidden_size": self.info.hidden_size,
+            "num_patches": self.num_patches,
+            "calendar_attrs": self.calendar_attrs,
+            "params_total": sum(logical_numel(p) for _, p in self.named_parameters()),
+            "groups": {g: sum(logical_numel(p) for _, p in ps) for g, ps in groups.items()},
+            "trainable": {stage: self.trainable_count(gs) for stage, gs in STAGE_GROUPS.items()},
+            "backbone_bytes": memory_bytes(self.backbone, skip=lambda n: "lora_" in n),
+        }
