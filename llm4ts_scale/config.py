@@ -178,11 +178,11 @@ def _build(cls, values: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge_dicts(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -232,7 +232,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults <- config file <- key=value overrides, then validated."""
     values: dict = read_config_file(path) if path else {}
-    values = _merge(values, parse_overrides(overrides or []))
+    values = merge_dicts(values, parse_overrides(overrides or []))
     config = _build(RunConfig, values)
     validate(config)
     return config

@@ -1,0 +1,74 @@
+"""The export directory: everything a fresh process needs, besides the backbone id/path, to forecast.
+
+    export/config.json          run config + data facts (channels, frequency, calendar attributes,
+                                train-split scaler statistics) + test metrics
+    export/weights.safetensors  every tuned parameter (heads, encoder, LoRA, norms, RevIN)
+    export/adapter/             the LoRA adapter in PEFT's own format (save_pretrained), for reuse
+                                with other PEFT tooling
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from llm4ts_scale.config import RunConfig, config_from_dict
+from llm4ts_scale.errors import UserError
+from llm4ts_scale.io import atomic_write_json
+from llm4ts_scale.train.weights import load_tunable_state, load_weights, save_weights
+
+
+def _peft_modules(model: torch.nn.Module):
+    return [m for m in model.modules() if hasattr(m, "peft_config") and hasattr(m, "save_pretrained")]
+
+
+def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Module, weights: dict, metrics: dict) -> None:
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    save_weights({k: v for k, v in weights.items() if not k.startswith("align_head.")}, export_dir / "weights.safetensors")
+    for peft_model in _peft_modules(model)[:1]:
+        peft_model.save_pretrained(str(export_dir / "adapter"))
+    atomic_write_json(export_dir / "config.json", {
+        "config": config.to_dict(),
+        "data": {
+            "columns": list(store.columns),
+            "freq": store.freq,
+            "calendar_attrs": list(store.calendar_attrs),
+            "mean": [float(v) for v in store.mean],
+            "std": [float(v) for v in store.std],
+            "fingerprint": store.fingerprint,
+        },
+        "metrics": metrics,
+    })
+
+
+def read_export(run_or_export_dir: str | Path) -> tuple[RunConfig, dict, Path]:
+    """(config, data facts, export dir) from a run directory or its export/ directory."""
+    path = Path(run_or_export_dir)
+    export_dir = path / "export" if (path / "export").is_dir() else path
+    meta_path = export_dir / "config.json"
+    if not meta_path.is_file():
+        raise UserError(f"{path} holds no exported model (no export/config.json); finish training it first "
+                        "with the same command, or point at another run directory")
+    try:
+        meta = json.loads(meta_path.read_text())
+        config = config_from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+        raise UserError(f"{meta_path} is corrupted; re-export by re-running the training command") from None
+    return config, meta["data"], export_dir
+
+
+def load_exported_model(run_or_export_dir: str | Path, device="cpu", overrides: list[str] | None = None):
+    """Rebuild the trained forecaster: backbone from its id/path, the rest from weights.safetensors."""
+    from llm4ts_scale.model import build_model
+
+    config, data, export_dir = read_export(run_or_export_dir)
+    if overrides:
+        from llm4ts_scale.config import merge_dicts, parse_overrides
+
+        config = config_from_dict(merge_dicts(config.to_dict(), parse_overrides(overrides)))
+    model = build_model(config, data["calendar_attrs"])
+    load_tunable_state(model, load_weights(export_dir / "weights.safetensors"), source=str(export_dir / "weights.safetensors"))
+    return model.to(device).eval(), config, data

@@ -1,0 +1,68 @@
+"""Build the one Accelerator of a run: DeepSpeed plugin from --ds, gloo on CPU-only hosts, nccl + bf16 on GPU.
+
+On a host without GPUs Accelerate would report one process on every rank unless the process group is
+created with backend="gloo" (see DESIGN section 5), so the backend is always passed explicitly, with an
+explicit collective timeout so that a dead rank makes the others fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
+
+from llm4ts_scale.config import RunConfig
+from llm4ts_scale.train.ds_config import fill_auto, read_ds_config
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_single_process_env() -> None:
+    """`python launch/train.py` (no launcher) still needs a rendezvous for DeepSpeed: make a world of one."""
+    if "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+
+
+def mixed_precision(config: RunConfig, on_gpu: bool) -> str:
+    mode = config.train.mixed_precision
+    if mode == "auto":
+        return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+    return mode
+
+
+def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir: str) -> Accelerator:
+    """One Accelerator for all stages; `free_memory()` between stages drops the previous engine."""
+    on_gpu = torch.cuda.is_available()
+    if ds_config_path is not None:
+        ensure_single_process_env()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    precision = mixed_precision(config, on_gpu)
+    plugin = None
+    if ds_config_path is not None:
+        ds = fill_auto(read_ds_config(ds_config_path), micro_batch=config.data.batch_size,
+                       grad_accum=config.train.grad_accum, world_size=world_size,
+                       max_grad_norm=config.train.max_grad_norm, bf16=precision == "bf16", on_gpu=on_gpu)
+        plugin = DeepSpeedPlugin(hf_ds_config=ds)
+    timeout = timedelta(seconds=config.train.collective_timeout_s)
+    pg_kwargs = InitProcessGroupKwargs(backend="nccl" if on_gpu else "gloo", timeout=timeout)
+    accelerator = Accelerator(
+        deepspeed_plugin=plugin,
+        mixed_precision=precision if plugin is None else None,
+        gradient_accumulation_steps=config.train.grad_accum,
+        log_with=None if config.train.log_with == "none" else config.train.log_with,
+        project_dir=project_dir,
+        kwargs_handlers=[pg_kwargs],
+        cpu=not on_gpu and plugin is None,
+    )
+    set_seed(config.seed)
+    return accelerator

@@ -1,0 +1,107 @@
+"""The stage manager: align -> lp -> ft in one run directory, resumable, then test and export.
+
+Each stage hands the next one a consolidated weights file, so stages are independent units: a done
+stage is skipped on re-run, a running one resumes from its last checkpoint, and a run may start at
+`lp` or `ft`. The test split is scored once, with the last stage's best-validation weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from llm4ts_scale.config import RunConfig
+from llm4ts_scale.data.store import open_store
+from llm4ts_scale.errors import UserError
+from llm4ts_scale.train.accelerator import build_accelerator
+from llm4ts_scale.train.run_state import RunState
+from llm4ts_scale.train.stage import run_stage
+from llm4ts_scale.train.weights import load_weights
+
+
+def _flat(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: bool) -> RunState:
+    """Rank 0 creates or checks run.json; the other ranks read what it decided."""
+    run_dir = Path(config.run_dir)
+    error = None
+    if accelerator.is_main_process:
+        try:
+            if restart and run_dir.exists():
+                shutil.rmtree(run_dir)
+            if (run_dir / "run.json").exists():
+                RunState.read(run_dir).check_matches(config, fingerprint)
+            elif run_dir.exists() and any(run_dir.iterdir()):
+                raise UserError(f"run_dir {run_dir} exists and is not a run directory; choose a new run_dir "
+                                "or pass --restart to clear it")
+            else:
+                RunState.new(config, fingerprint, accelerator.num_processes).save()
+        except UserError as err:
+            error = str(err)
+    error = _broadcast(accelerator, error)
+    if error:
+        raise UserError(error)
+    return RunState.read(run_dir)
+
+
+def _broadcast(accelerator, obj):
+    if accelerator.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def train(config: RunConfig, ds_config: str | None = None, restart: bool = False) -> dict:
+    """Run every pending stage, then test and export; returns the test metrics."""
+    from llm4ts_scale.train.finish import evaluate_and_export  # end of the chain
+
+    run_dir = Path(config.run_dir)
+    accelerator = build_accelerator(config, ds_config, str(run_dir))
+    main = accelerator.is_main_process
+    with accelerator.local_main_process_first():
+        store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
+    state = _open_run_state(accelerator, config, store.fingerprint, restart)
+    if state.finished:
+        if main:
+            print(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)", flush=True)
+        return state.data["test"]["metrics"]
+    if config.train.log_with != "none":
+        accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
+    if main:
+        print(f"llm4ts-scale: {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+              f"stages {', '.join(config.active_stages())}, run_dir {run_dir}", flush=True)
+
+    bf16 = accelerator.mixed_precision == "bf16" or bool(
+        accelerator.state.deepspeed_plugin and accelerator.state.deepspeed_plugin.deepspeed_config.get("bf16", {}).get("enabled"))
+    init_state = None
+    for stage in config.active_stages():
+        stage_dir = run_dir / stage
+        if state.stage(stage)["status"] == "done":
+            init_state = load_weights(stage_dir / "weights.safetensors")
+            continue
+        if main:
+            state.update_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            state.save()
+        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, bf16)
+        if main:
+            state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val,
+                               epochs_run=len(result.history), trainable_params=result.trainable_params,
+                               wall_time_s=round(result.wall_time_s, 3))
+            state.save()
+        accelerator.wait_for_everyone()
+        init_state = load_weights(stage_dir / "weights.safetensors")
+
+    metrics = evaluate_and_export(accelerator, config, store, state, init_state, bf16)
+    accelerator.end_training()
+    return metrics
