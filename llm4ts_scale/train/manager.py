@@ -96,7 +96,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         result = run_stage(accelerator, config, store, stage, stage_dir, init_state, bf16)
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val,
-                               epochs_run=len(result.history), trainable_params=result.trainable_params,
+                               epochs_run=len(result.history), history=result.history, trainable_params=result.trainable_params,
                                wall_time_s=round(result.wall_time_s, 3))
             state.save()
         accelerator.wait_for_everyone()

@@ -96,7 +96,8 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
 
     ckpt_root = stage_dir / "checkpoints"
     progress = {"epoch": 0, "step": 0, "global_step": 0, "best_val": None, "best_epoch": None,
-                "bad_epochs": 0, "history": [], "world_size": world, "loss_sum": 0.0, "loss_count": 0}
+                "bad_epochs": 0, "history": [], "world_size": world, "loss_sum": 0.0, "loss_count": 0,
+                "windows": [0, 0]}
     latest = latest_checkpoint(ckpt_root)
     if latest is not None:
         progress = load_checkpoint(accelerator, latest)
@@ -134,6 +135,9 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
             progress["global_step"] += 1
             progress["loss_sum"] += loss.item()
             progress["loss_count"] += 1
+            # (count, checksum) of the windows this rank trained on: run.json shows ranks saw different data
+            ids = batch["start"] * store.n_channels + batch["channel"]
+            progress["windows"] = [progress["windows"][0] + len(ids), (progress["windows"][1] + int(ids.sum())) % 2**61]
             if main:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             accelerator.log({f"{stage}/train_loss": loss.item(), f"{stage}/lr": scheduler.get_last_lr()[0]},
@@ -144,6 +148,8 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
         sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_count"]],
                                                dtype=torch.float64, device=accelerator.device), "sum")
         train_loss = (sums[0] / sums[1]).item()
+        rank_windows = accelerator.gather(torch.tensor([progress["windows"]], dtype=torch.int64,
+                                                       device=accelerator.device)).tolist()
         val = evaluate_split(unwrapped if not deepspeed else model, store, "val", **eval_kwargs)
         improved = progress["best_val"] is None or val["mse"] < progress["best_val"]
         if improved:
@@ -154,13 +160,14 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
         else:
             progress["bad_epochs"] += 1
         progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["mse"],
-                                    "val_mae": val["mae"], "time_s": time.time() - started})
+                                    "val_mae": val["mae"], "rank_windows": rank_windows,
+                                    "time_s": time.time() - started})
         accelerator.log({f"{stage}/epoch_train_loss": train_loss, f"{stage}/val_loss": val["mse"]},
                         step=progress["global_step"])
         if main:
             print(f"[{stage}] epoch {epoch + 1}: train {train_loss:.5f}  val {val['mse']:.5f}"
                   f"{'  *best*' if improved else ''}", flush=True)
-        progress.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0)
+        progress.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, windows=[0, 0])
         save_checkpoint(accelerator, model, ckpt_root, progress)
 
     accelerator.wait_for_everyone()

@@ -1,0 +1,119 @@
+"""End to end: align -> lp -> ft on ETTh1 with 2 processes over gloo under DeepSpeed ZeRO-2 and ZeRO-3."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from backbones import tiny_llama
+from launching import cli, ett_test_samples, launch_train, tiny_run_overrides
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), layers=3, hidden=32)
+
+
+def _finished_run(tmp_path_factory, backbone, ds: str, **over):
+    run_dir = tmp_path_factory.mktemp(f"run-{ds}") / "run"
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **over), ds=ds)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory, backbone):
+    return _finished_run(tmp_path_factory, backbone, "zero2")
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory, backbone):
+    return _finished_run(tmp_path_factory, backbone, "zero3")
+
+
+def _check_run(run_dir, stdout: str):
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["world_size"] == 2
+    assert "2 process(es)" in stdout and stdout.count("2 process(es)") == 1  # logs come from rank 0 only
+    for stage in ("align", "lp", "ft"):
+        info = state["stages"][stage]
+        assert info["status"] == "done"
+        history = info["history"]
+        assert history[-1]["train_loss"] < history[0]["train_loss"], (stage, history)
+        (count0, sum0), (count1, sum1) = history[0]["rank_windows"]
+        assert count0 == count1 == 6 * 32  # both ranks really trained, in lockstep
+        assert sum0 != sum1  # on different windows
+        assert (run_dir / stage / "weights.safetensors").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == ett_test_samples(96, 24)
+    assert math.isfinite(metrics["test"]["mse"]) and metrics["test"]["mse"] > 0
+    assert state["test"]["status"] == "done"
+    export = run_dir / "export"
+    assert (export / "weights.safetensors").is_file() and (export / "config.json").is_file()
+    assert (export / "adapter" / "adapter_config.json").is_file()
+    assert list((run_dir / "logs").rglob("events.out.tfevents*")) or list(run_dir.rglob("events.out.tfevents*"))
+    return metrics
+
+
+def test_zero2_two_processes_run_all_stages(zero2_run):
+    run_dir, result = zero2_run
+    _check_run(run_dir, result.stdout)
+
+
+def test_zero3_two_processes_run_all_stages(zero3_run):
+    run_dir, result = zero3_run
+    metrics = _check_run(run_dir, result.stdout)
+    # ZeRO-3 shards every parameter; the consolidated files must hold full tensors
+    weights = load_file(str(run_dir / "export" / "weights.safetensors"))
+    lora = {k: v for k, v in weights.items() if "lora_A" in k}
+    assert lora and all(v.numel() == v.shape[0] * v.shape[1] and v.shape[0] == 4 for v in lora.values())
+    assert metrics["test"]["samples"] == ett_test_samples(96, 24)
+
+
+def test_export_reproduces_test_mse_in_fresh_process(zero2_run):
+    run_dir, _ = zero2_run
+    result = cli(["evaluate", str(run_dir)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert scored["samples"] == expected["samples"]
+    assert scored["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+    assert scored["mae"] == pytest.approx(expected["mae"], rel=1e-5)
+
+
+def test_alignment_hands_off_to_linear_probing(zero2_run, tmp_path, backbone):
+    run_dir, _ = zero2_run
+    lp_only = tmp_path / "lp-only"
+    result = launch_train(tiny_run_overrides(backbone, lp_only, **{"stages.align.epochs": 0, "stages.ft.epochs": 0}),
+                          ds=None, processes=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    aligned = load_file(str(run_dir / "align" / "weights.safetensors"))
+    lp_after_align = load_file(str(run_dir / "lp" / "weights.safetensors"))
+    lp_from_scratch = load_file(str(lp_only / "lp" / "weights.safetensors"))
+    carried = [k for k in lp_after_align if not k.startswith(("head.", "revin."))]
+    assert carried and any("lora_" in k for k in carried)
+    for key in carried:  # LP trains only the head: the rest is exactly what alignment left
+        assert (lp_after_align[key] == aligned[key]).all(), key
+    assert any(not (lp_after_align[k] == lp_from_scratch[k]).all() for k in carried)
+
+
+def test_rerun_of_finished_run_does_no_training(zero2_run, backbone):
+    run_dir, _ = zero2_run
+    before = (run_dir / "ft" / "weights.safetensors").stat().st_mtime_ns
+    result = launch_train(tiny_run_overrides(backbone, run_dir), ds="zero2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already finished" in result.stdout
+    assert (run_dir / "ft" / "weights.safetensors").stat().st_mtime_ns == before
+
+
+def test_changed_config_on_existing_run_dir_exits_2(zero2_run, backbone):
+    run_dir, _ = zero2_run
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **{"stages.ft.lr": 5e-4}), ds=None, processes=1)
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+    assert lines and "--restart" in lines[-1] and "Traceback" not in result.stderr
