@@ -1,0 +1,241 @@
+"""A prepared series on disk (`SeriesStore`) and the one resolver every command uses (`open_store`).
+
+The store is memory-mapped Arrow: reading a block of rows touches only those rows, so the
+training path never holds a whole dataset in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from llm4ts_scale.data.prepare import META_FILE, STORE_FORMAT, STORE_VERSION, prepare, store_fingerprint
+from llm4ts_scale.data.splits import num_windows, resolve_split_rule, split_rows
+from llm4ts_scale.errors import UserError
+from llm4ts_scale.io import file_sha256
+
+DATA_SUFFIXES = (".csv", ".parquet")
+
+
+def cache_root() -> Path:
+    """`$LLM4TS_CACHE`, else `~/.cache/llm4ts_scale`."""
+    env = os.environ.get("LLM4TS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llm4ts_scale"
+
+
+def data_search_dirs() -> list[Path]:
+    """Where a dataset NAME is looked up: `$LLM4TS_DATA_PATH` entries, then `<cache>/data`."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
+    return dirs + [cache_root() / "data"]
+
+
+class SeriesStore:
+    """Read access to one prepared store: metadata, split ranges, scaled blocks of rows."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        meta_path = self.path / META_FILE
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path} is not a prepared store (no {META_FILE}); run `llm4ts-scale prepare`") from None
+        except ValueError:
+            raise UserError(f"{meta_path} is corrupt; prepare the store again") from None
+        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
+            raise UserError(
+                f"{self.path} holds store format {self.meta.get('format')} v{self.meta.get('version')}, "
+                f"this version reads {STORE_FORMAT} v{STORE_VERSION}; prepare it again"
+            )
+        m = self.meta
+        self.name: str = m["name"]
+        self.columns: list[str] = list(m["columns"])
+        self.n_channels: int = int(m["n_channels"])
+        self.n_rows: int = int(m["n_rows"])
+        self.freq: str = m["freq"]
+        self.calendar_attrs: list[str] = list(m["calendar_attrs"])
+        self.split_rule: str = m["split_rule"]
+        self.borders: dict[str, list[int]] = {k: list(v) for k, v in m["borders"].items()}
+        self.mean = np.asarray(m["scaler"]["mean"], dtype=np.float64)
+        self.std = np.asarray(m["scaler"]["std"], dtype=np.float64)
+        self.fingerprint: str = m["fingerprint"]
+        self._table = None
+
+    def __repr__(self) -> str:
+        return f"SeriesStore({str(self.path)!r}, rows={self.n_rows}, channels={self.n_channels}, freq={self.freq!r})"
+
+    # Pickled into DataLoader workers: drop the memory map, reopen lazily there.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_table"] = None
+        return state
+
+    @property
+    def table(self):
+        """The memory-mapped pyarrow Table (opened on first use, per process)."""
+        if self._table is None:
+            import datasets
+
+            self._table = datasets.load_from_disk(str(self.path)).data.table
+        return self._table
+
+    # ------------------------------------------------------------------ splits
+    def split_range(self, split: str, seq_len: int, few_shot_percent: int = 100) -> tuple[int, int]:
+        """Rows [start, end) of a split's windows; val/test start `seq_len` rows before their border."""
+        return split_rows(self.borders, split, seq_len, few_shot_percent)
+
+    def num_windows(self, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100) -> int:
+        """Windows per channel: rows - L - H + 1 (UserError naming the split when too short)."""
+        return num_windows(self.borders, split, seq_len, pred_len, few_shot_percent)
+
+    def num_samples(self, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100) -> int:
+        """(window, channel) pairs in a split: C * (rows - L - H + 1)."""
+        return self.n_channels * self.num_windows(split, seq_len, pred_len, few_shot_percent)
+
+    # ------------------------------------------------------------------ reading
+    def _check_rows(self, start: int, end: int) -> None:
+        if not 0 <= start <= end <= self.n_rows:
+            raise IndexError(f"rows [{start}, {end}) outside the store's [0, {self.n_rows})")
+
+    def read_values(self, start: int, end: int, scaled: bool = True) -> np.ndarray:
+        """float32 [n, C]; standardized with the train statistics when `scaled`."""
+        self._check_rows(start, end)
+        column = self.table.column("values").slice(start, end - start).combine_chunks()
+        raw = column.flatten().to_numpy(zero_copy_only=False).reshape(end - start, self.n_channels)
+        if not scaled:
+            return np.array(raw, dtype=np.float32)
+        return ((raw - self.mean) / self.std).astype(np.float32)
+
+    def read_channel(self, start: int, end: int, channel: int, scaled: bool = True) -> np.ndarray:
+        """float32 [n] of one channel; the windows' hot path."""
+        self._check_rows(start, end)
+        column = self.table.column("values").slice(start, end - start).combine_chunks()
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        raw = flat[channel::self.n_channels]
+        if not scaled:
+            return raw.astype(np.float32)
+        return ((raw - self.mean[channel]) / self.std[channel]).astype(np.float32)
+
+    def read_marks(self, start: int, end: int) -> np.ndarray:
+        """int64 [n, A] calendar attributes (A may be 0 for yearly data)."""
+        self._check_rows(start, end)
+        out = np.empty((end - start, len(self.calendar_attrs)), dtype=np.int64)
+        for j, name in enumerate(self.calendar_attrs):
+            out[:, j] = self.table.column(name).slice(start, end - start).to_numpy()
+        return out
+
+    def read_timestamps(self, start: int, end: int) -> np.ndarray:
+        """datetime64[ns] [n]."""
+        self._check_rows(start, end)
+        column = self.table.column("timestamp").slice(start, end - start)
+        return column.to_numpy().astype("datetime64[ns]")
+
+    def read_rows(self, start: int, end: int, scaled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values float32 [n, C], marks int64 [n, A], timestamps datetime64[ns] [n]) of rows [start, end)."""
+        return self.read_values(start, end, scaled), self.read_marks(start, end), self.read_timestamps(start, end)
+
+    def tail(self, n: int, scaled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last `n` rows (what predict feeds the model), as read_rows returns them."""
+        if not 0 < n <= self.n_rows:
+            raise UserError(f"the store has {self.n_rows} rows, cannot take the last {n}")
+        return self.read_rows(self.n_rows - n, self.n_rows, scaled)
+
+    @property
+    def last_timestamp(self) -> np.datetime64:
+        return self.read_timestamps(self.n_rows - 1, self.n_rows)[0]
+
+    # ------------------------------------------------------------------ scaling
+    def _stats(self, like, channels):
+        mean, std = self.mean, self.std
+        if channels is not None:
+            idx = np.asarray(channels.cpu() if hasattr(channels, "cpu") else channels, dtype=np.int64)
+            mean, std = mean[idx], std[idx]
+            if idx.ndim == 1:  # one channel per sample: broadcast over the sample's trailing dims
+                shape = (-1,) + (1,) * (like.ndim - 1)
+                mean, std = mean.reshape(shape), std.reshape(shape)
+        if hasattr(like, "device"):  # torch tensor
+            import torch
+
+            return (torch.as_tensor(mean, dtype=like.dtype, device=like.device),
+                    torch.as_tensor(std, dtype=like.dtype, device=like.device))
+        return mean, std
+
+    def transform(self, values, channels=None):
+        """Standardize with the train statistics; see inverse_transform for `channels`."""
+        mean, std = self._stats(values, channels)
+        return (values - mean) / std
+
+    def inverse_transform(self, values, channels=None):
+        """Back to the original scale. values: [..., C] when `channels` is None; otherwise `channels`
+        is one channel id (int) or one per sample ([B], as windows' `channel`) for values [B, ...].
+        Works on numpy arrays and torch tensors."""
+        mean, std = self._stats(values, channels)
+        return values * std + mean
+
+
+def _find_named(name: str) -> Path | None:
+    candidates = [name] if Path(name).suffix.lower() in DATA_SUFFIXES else [name + s for s in DATA_SUFFIXES]
+    for directory in data_search_dirs():
+        for candidate in candidates:
+            path = directory / candidate
+            if path.is_file():
+                return path
+    return None
+
+
+def _prepare_cached(source: Path, split: str, freq: str | None, fill: str) -> SeriesStore:
+    """A CSV/Parquet file prepared into `<cache>/stores/`, keyed by its bytes and the parameters."""
+    from llm4ts_scale.data.calendar import normalize_freq
+
+    sha = file_sha256(source)
+    rule = resolve_split_rule(split, source.stem)
+    freq = normalize_freq(freq) if freq is not None else None
+    fingerprint = store_fingerprint(sha, rule, freq, fill)
+    target = cache_root() / "stores" / f"{source.stem}-{fingerprint[:16]}"
+    if (target / META_FILE).is_file():
+        store = SeriesStore(target)
+        if store.fingerprint == fingerprint:
+            return store
+    return prepare(source, target, split=rule, freq=freq, fill=fill, name=source.stem, source_sha256=sha)
+
+
+def _check_store_params(store: SeriesStore, split: str, freq: str | None) -> SeriesStore:
+    from llm4ts_scale.data.calendar import normalize_freq
+
+    if split != "auto":
+        rule = resolve_split_rule(split, store.name)
+        if rule != store.split_rule:
+            raise UserError(
+                f"store {store.path} was prepared with split rule {store.split_rule}, not {rule}; "
+                "prepare the source again with that rule or use split auto"
+            )
+    if freq is not None and normalize_freq(freq) != store.freq:
+        raise UserError(
+            f"store {store.path} was prepared with frequency {store.freq}, not {freq}; prepare the source again"
+        )
+    return store
+
+
+def open_store(path_or_name: str | os.PathLike, *, split: str = "auto", freq: str | None = None,
+               fill: str = "none") -> SeriesStore:
+    """Resolve data given as a store dir, a CSV/Parquet file (prepared on the fly into the cache),
+    or a dataset NAME found as NAME.csv/NAME.parquet in `$LLM4TS_DATA_PATH` or `<cache>/data`."""
+    resolve_split_rule(split, "")  # refuse an unknown rule before any work
+    if fill not in ("none", "ffill"):
+        raise UserError(f"fill mode {fill!r} is unknown; use none or ffill")
+    path = Path(path_or_name).expanduser()
+    if path.is_dir():
+        return _check_store_params(SeriesStore(path), split, freq)
+    if path.is_file():
+        return _prepare_cached(path, split, freq, fill)
+    name = str(path_or_name)
+    found = _find_named(name) if os.sep not in name and (os.altsep is None or os.altsep not in name) else None
+    if found is not None:
+        return _prepare_cached(found, split, freq, fill)
+    searched = ", ".join(str(d) for d in data_search_dirs())
+    raise UserError(
+        f"data {name!r} not found: it is not a file or store directory, and no {name}.csv/{name}.parquet is in "
+        f"{searched}; run `python tools/fetch_data.py {name}` or set LLM4TS_DATA_PATH to the folder holding it"
+    )
