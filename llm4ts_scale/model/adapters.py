@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from llm4ts_scale.errors import UserError
@@ -34,7 +36,9 @@ def add_lora(model: nn.Module, model_type: str, r: int, alpha: int, dropout: flo
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in matched),
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # PEFT still calls transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def is_norm(module: nn.Module) -> bool:

@@ -43,16 +43,20 @@ class TokenEmbeddingsDropped(nn.Module):
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Truncating to K layers makes transformers report every skipped weight; that is intended."""
+    """Truncating to K layers makes transformers report every skipped weight (intended), and a failed
+    hub lookup logs each retry; the user gets one error line instead."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, hub_verbosity = hf_logging.get_verbosity(), hub_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
         hf_logging.enable_progress_bar()
 
 
@@ -124,6 +128,7 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
 
     model.set_input_embeddings(TokenEmbeddingsDropped())
     _upcast_small_weights(model)
+    _keep_4bit_layout(model)
     model.config.use_cache = False
     info = BackboneInfo(
         name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
@@ -138,6 +143,18 @@ def _upcast_small_weights(model: nn.Module) -> None:
     for p in model.parameters():
         if p.is_floating_point() and p.dtype != torch.float32 and not is_quantized(p):
             p.data = p.data.float()
+
+
+def _keep_4bit_layout(model: nn.Module) -> None:
+    """Disable bitsandbytes' CPU inference fast path (AVX512-BF16 CPUs, eval mode, no grad).
+
+    It repacks each 4-bit weight IN PLACE into a bf16 CPU layout on the first such forward:
+    validation then computes with other numerics than training, and the next training forward
+    fails (bnb 0.50.2: in-place bias add on a leaf) or needs shapes divisible by 64.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _count_blocks(model: nn.Module) -> int:

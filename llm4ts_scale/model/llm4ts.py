@@ -45,6 +45,7 @@ class LLM4TS(nn.Module):
         self._position_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_position_table)}
                                 if tune_positions else set())
         self.set_trainable(set(GROUPS) - {"frozen"})
+        self.train()  # from_pretrained leaves the backbone in eval mode; one mode for the whole model
 
     # ------------------------------------------------------------------ forward
 

@@ -1,0 +1,41 @@
+"""`llm4ts-scale describe`: build the model a config asks for and print, as JSON, what it holds
+(backbone, layers loaded, parameters per group, trainable per stage, backbone bytes in memory),
+so a user sees the cost of a backbone/quantization choice before renting GPUs."""
+
+from __future__ import annotations
+
+import json
+
+from llm4ts_scale.config import load_config
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("describe", help="print the model a config builds (parameters, groups, memory) as JSON",
+                              description=__doc__)
+    p.add_argument("--config", help="YAML or JSON run config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.quantize=none")
+    p.set_defaults(handler=run)
+
+
+def calendar_attrs_for(config) -> list[str]:
+    """Calendar attributes of data.freq when given and the data side is importable; hourly otherwise
+    (resolving them from the data itself would need the data stack; they change only a few
+    thousand embedding parameters)."""
+    from llm4ts_scale.model import HOURLY_ATTRS
+
+    if config.data.freq:
+        try:
+            from llm4ts_scale.data.calendar import calendar_attributes
+        except ImportError:
+            return list(HOURLY_ATTRS)
+        return calendar_attributes(config.data.freq)
+    return list(HOURLY_ATTRS)
+
+
+def run(args) -> int:
+    from llm4ts_scale.model import build_model
+
+    config = load_config(args.config, args.overrides)
+    model = build_model(config, calendar_attrs_for(config))
+    print(json.dumps(model.summary(), indent=2))
+    return 0
