@@ -99,3 +99,11 @@ def test_names_aliases_and_sources_are_validated(tmp_path):
         fetch(["ETTh1"], tmp_path, ["ILI=file:///x.csv"], progress=False)
     with pytest.raises(UserError, match="cannot open"):
         fetch(["ETTh2"], tmp_path, ["ETTh2=file:///nonexistent/ETTh2.csv"], progress=False)
+
+
+@pytest.mark.parametrize("name, file", [("ETTh1", "ETTh1.csv"), ("ILI", "national_illness.csv")])
+def test_registry_facts_match_the_local_copies(name, file):
+    info = lookup(name)
+    lines = (data_dir() / file).read_text().splitlines()
+    assert file_sha256(data_dir() / file) == info.sha256
+    assert len(lines) - 1 == info.rows and len(lines[0].split(",")) == info.channels + 1

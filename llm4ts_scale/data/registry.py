@@ -35,6 +35,7 @@ class DatasetInfo:
     split: str  # split rule (llm4ts_scale.data.splits): ett-hourly | ett-minute | ratio
     freq: str  # pandas frequency alias
     channels: int  # numeric columns besides the date
+    rows: int  # data rows (published sizes; lets tools check a protocol without the file)
 
     @property
     def file_name(self) -> str:
@@ -44,16 +45,16 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("ETTh1", _ETT + "ETTh1.csv",
                 "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
-                "ETTh1.csv", "ett-hourly", "h", 7),
-    DatasetInfo("ETTh2", _ETT + "ETTh2.csv", None, "ETTh2.csv", "ett-hourly", "h", 7),
-    DatasetInfo("ETTm1", _ETT + "ETTm1.csv", None, "ETTm1.csv", "ett-minute", "15min", 7),
-    DatasetInfo("ETTm2", _ETT + "ETTm2.csv", None, "ETTm2.csv", "ett-minute", "15min", 7),
-    DatasetInfo("Weather", _TSLIB + "weather/weather.csv", None, "weather.csv", "ratio", "10min", 21),
-    DatasetInfo("ECL", _TSLIB + "electricity/electricity.csv", None, "electricity.csv", "ratio", "h", 321),
-    DatasetInfo("Traffic", _TSLIB + "traffic/traffic.csv", None, "traffic.csv", "ratio", "h", 862),
+                "ETTh1.csv", "ett-hourly", "h", 7, 17420),
+    DatasetInfo("ETTh2", _ETT + "ETTh2.csv", None, "ETTh2.csv", "ett-hourly", "h", 7, 17420),
+    DatasetInfo("ETTm1", _ETT + "ETTm1.csv", None, "ETTm1.csv", "ett-minute", "15min", 7, 69680),
+    DatasetInfo("ETTm2", _ETT + "ETTm2.csv", None, "ETTm2.csv", "ett-minute", "15min", 7, 69680),
+    DatasetInfo("Weather", _TSLIB + "weather/weather.csv", None, "weather.csv", "ratio", "10min", 21, 52696),
+    DatasetInfo("ECL", _TSLIB + "electricity/electricity.csv", None, "electricity.csv", "ratio", "h", 321, 26304),
+    DatasetInfo("Traffic", _TSLIB + "traffic/traffic.csv", None, "traffic.csv", "ratio", "h", 862, 17544),
     DatasetInfo("ILI", _TSLIB + "illness/national_illness.csv",
                 "8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395",
-                "national_illness.csv", "ratio", "W-TUE", 7),
+                "national_illness.csv", "ratio", "W-TUE", 7, 966),
 )}
 
 # Other spellings people use for the same data (Time-Series-Library file stems).
