@@ -1,0 +1,143 @@
+"""Channel-independent windows streamed from a store through a `datasets.IterableDataset`.
+
+Sharding: a split's windows are cut into shards of (channel, block of consecutive windows);
+datasets gives rank r the shards at positions r, r + world_size, ... and splits those across
+DataLoader workers, so every window is produced exactly once per epoch. Each shard reads its
+rows once from the memory-mapped store and yields numpy views, so memory stays bounded by the
+shuffle buffer, not the dataset.
+
+The shard order is frozen (`skip(0)`: datasets keeps the shard order of skipped/taken datasets
+fixed) so that a rank's set of windows, hence `rank_num_samples`, does not change with the
+epoch or seed; training order still changes per epoch through the seeded shuffle buffer, fed
+from a fixed pseudo-random interleaving of channels and time blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llm4ts_scale.data.store import SeriesStore
+
+WINDOWS_PER_SHARD = 512
+MIN_SHARDS_PER_RANK = 8  # so DataLoader workers on each rank get shards too
+_SHARD_ORDER_SEED = 20231  # fixed: shard order must not depend on the run's seed
+KEYS = ("x", "y", "x_mark", "y_mark", "channel", "start")
+
+
+def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
+                world_size: int = 1) -> list[tuple[int, int, int]]:
+    """Shards as (channel, first_window, end_window), in the order datasets deals them out.
+
+    Blocks within a channel differ by at most one window; train shards are interleaved
+    pseudo-randomly (fixed order); empty shards pad the list to a multiple of world_size.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    per_channel = store.num_windows(split, seq_len, pred_len, few_shot_percent)  # UserError if too short
+    channels = store.n_channels
+    blocks = max(-(-per_channel // WINDOWS_PER_SHARD), -(-MIN_SHARDS_PER_RANK * world_size // channels))
+    blocks = min(blocks, per_channel)
+    bounds = [k * per_channel // blocks for k in range(blocks + 1)]
+    shards = [(c, bounds[k], bounds[k + 1]) for c in range(channels) for k in range(blocks)]
+    if split == "train":
+        order = np.random.default_rng(_SHARD_ORDER_SEED).permutation(len(shards))
+        shards = [shards[i] for i in order]
+    shards += [(0, 0, 0)] * (-len(shards) % world_size)
+    return shards
+
+
+def rank_num_samples(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
+                     rank: int = 0, world_size: int = 1) -> int:
+    """Exactly how many samples `rank` streams per epoch (the same for every epoch and seed)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world_size {world_size}")
+    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)
+    return sum(end - first for _, first, end in shards[rank::world_size])
+
+
+def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, pred_len: int):
+    """Yield (key, window) for the given shards; key = (channel, start), unique."""
+    total = seq_len + pred_len
+    for channel, first, end in shards:
+        if end <= first:
+            continue
+        a = row_start + first
+        b = row_start + end - 1 + total
+        values = store.read_channel(a, b, channel)
+        marks = store.read_marks(a, b)
+        for w in range(end - first):
+            yield (channel, a + w), {
+                "x": values[w:w + seq_len],
+                "y": values[w + seq_len:w + total],
+                "x_mark": marks[w:w + seq_len],
+                "y_mark": marks[w + seq_len:w + total],
+                "channel": channel,
+                "start": a + w,
+            }
+
+
+def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, *, few_shot_percent: int = 100,
+                   shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 10000, rank: int = 0,
+                   world_size: int = 1):
+    """`datasets.IterableDataset` of dicts: x float32 [L] (scaled), y float32 [H], x_mark int64 [L, A],
+    y_mark int64 [H, A], channel, start (first row of the window in the store).
+
+    Call `.set_epoch(epoch)` for a new shuffle order each epoch; evaluation (shuffle=False)
+    always yields the same order.
+    """
+    from datasets import IterableDataset
+    from datasets.distributed import split_dataset_by_node
+    from datasets.iterable_dataset import ExamplesIterable
+
+    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)
+    row_start, _ = store.split_range(split, seq_len, few_shot_percent)
+    # Built from an ExamplesIterable rather than IterableDataset.from_generator: the latter goes
+    # through a dataset builder that hashes the arguments and leaves a lock file per dataset in
+    # HF_DATASETS_CACHE (it fails where $HOME is read-only). Sharding is the same: the list in
+    # the kwargs is what datasets splits across ranks and workers.
+    examples = ExamplesIterable(
+        _generate_windows,
+        {"shards": shards, "store": store, "row_start": row_start, "seq_len": seq_len, "pred_len": pred_len},
+    )
+    ds = IterableDataset(examples)
+    ds = ds.skip(0)  # freeze the shard order: rank/worker assignment independent of epoch and seed
+    if shuffle:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if world_size > 1:
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+    return ds
+
+
+def collate_windows(items: list[dict]) -> dict:
+    """Stack window dicts into B-first tensors: one concatenate per key (cheaper than np.stack,
+    which makes a new view per item), no per-item tensors."""
+    import torch
+
+    n = len(items)
+
+    def stacked(key):
+        first = items[0][key]
+        return torch.from_numpy(np.concatenate([it[key] for it in items]).reshape((n,) + first.shape))
+
+    return {
+        "x": stacked("x"),
+        "y": stacked("y"),
+        "x_mark": stacked("x_mark"),
+        "y_mark": stacked("y_mark"),
+        "channel": torch.tensor([it["channel"] for it in items], dtype=torch.int64),
+        "start": torch.tensor([it["start"] for it in items], dtype=torch.int64),
+    }
+
+
+def make_loader(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_size: int, *,
+                few_shot_percent: int = 100, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+    """DataLoader of batched windows (keys as window_dataset, tensors B first). No batch is dropped:
+    the last one may be short. `loader.dataset.set_epoch(e)` switches to epoch e's order."""
+    from torch.utils.data import DataLoader
+
+    ds = window_dataset(store, split, seq_len, pred_len, few_shot_percent=few_shot_percent, shuffle=shuffle,
+                        seed=seed, shuffle_buffer=shuffle_buffer, rank=rank, world_size=world_size)
+    ds.set_epoch(epoch)
+    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows,
+                      drop_last=False)
