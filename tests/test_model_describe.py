@@ -1,0 +1,76 @@
+"""`llm4ts-scale describe`: the JSON a user reads before renting GPUs, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backbones import tiny_gpt2, tiny_llama
+from llm4ts_scale.cli import main
+
+KEYS = {"backbone", "backbone_class", "layers_loaded", "params_total", "groups", "trainable", "backbone_bytes"}
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("backbones")
+    return {"llama": tiny_llama(root / "llama", layers=4, hidden=64), "gpt2": tiny_gpt2(root / "gpt2", layers=3)}
+
+
+def describe(capsys, *args):
+    assert main(["describe", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_describe_prints_the_keys(paths, capsys):
+    out = describe(capsys, f"model.backbone={paths['llama']}", "model.layers=2", "model.quantize=none")
+    assert KEYS <= set(out)
+    assert out["backbone"] == str(paths["llama"]) and out["backbone_class"] == "LlamaModel"
+    assert out["layers_loaded"] == 2
+    assert set(out["groups"]) == {"head", "align_head", "embeddings", "lora", "norms", "positions", "revin", "frozen"}
+    assert out["params_total"] == sum(out["groups"].values())
+    g = out["groups"]
+    assert out["trainable"] == {
+        "align": g["align_head"] + g["lora"] + g["norms"] + g["embeddings"] + g["positions"],
+        "lp": g["head"],
+        "ft": g["head"] + g["lora"] + g["norms"] + g["embeddings"] + g["positions"] + g["revin"],
+    }
+
+
+def test_nf4_backbone_takes_fewer_bytes(paths, capsys):
+    common = [f"model.backbone={paths['llama']}", "model.layers=2"]
+    none = describe(capsys, *common, "model.quantize=none")
+    nf4 = describe(capsys, *common, "model.quantize=nf4")
+    assert nf4["backbone_bytes"] < none["backbone_bytes"] / 2
+    assert nf4["params_total"] == none["params_total"]  # 4-bit weights counted as the values they hold
+
+
+def test_describe_reads_a_config_file(paths, capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model:\n  backbone: {paths['gpt2']}\n  layers: 3\n  quantize: none\n")
+    out = describe(capsys, "--config", str(config))
+    assert out["layers_loaded"] == 3 and out["groups"]["positions"] > 0
+
+
+def _cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "llm4ts_scale.cli", "describe", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_unknown_backbone_is_one_line_exit_2():
+    proc = _cli("model.backbone=no-such-org/no-such-model")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no-such-org/no-such-model" in lines[0]
+    assert "HF_HUB_OFFLINE" in lines[0]
+
+
+def test_too_many_layers_is_one_line_exit_2(paths, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["describe", f"model.backbone={paths['gpt2']}", "model.layers=4"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.layers=4 exceeds the 3 blocks" in err[0]
