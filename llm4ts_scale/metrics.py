@@ -1,0 +1,121 @@
+"""Forecast metrics aggregated exactly: float64 sums and counts, reducible across ranks.
+
+A mean of per-batch means is wrong whenever the last batch is short (and across ranks with
+unequal shares); summing errors and counting elements is exact, and sums all_reduce.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from llm4ts_scale.io import atomic_write_json
+
+# Order of the sums in the state vector.
+_FIELDS = ("samples", "count", "sse", "sae", "sum_y", "sum_y2", "ape", "ape_count")
+
+
+class MetricAccumulator:
+    """Accumulates prediction errors over batches of [B, H] forecasts.
+
+    `samples` counts (window, channel) rows scored; MAPE skips targets equal to 0 (their
+    number is reported as `mape_zero_targets` when there are any).
+    """
+
+    def __init__(self):
+        self._state: torch.Tensor | None = None  # float64 [len(_FIELDS)], on the device of the data
+        self._reduced = False
+
+    def _buffer(self, device) -> torch.Tensor:
+        if self._state is None:
+            self._state = torch.zeros(len(_FIELDS), dtype=torch.float64, device=device)
+        return self._state
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor, weight_mask: torch.Tensor | None = None) -> None:
+        """Add a batch. pred/target: [B, H] (any trailing shape); weight_mask: [B] bool, False rows
+        (padding) are skipped."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator was already reduced; create a new one for new data")
+        if pred.shape != target.shape:
+            raise ValueError(f"pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+        if weight_mask is not None:
+            mask = weight_mask.to(device=pred.device, dtype=torch.bool).reshape(-1)
+            if mask.numel() != pred.shape[0]:
+                raise ValueError(f"weight_mask has {mask.numel()} entries for a batch of {pred.shape[0]}")
+            pred, target = pred[mask], target[mask]
+        p = pred.detach().to(torch.float64)
+        y = target.detach().to(torch.float64)
+        err = p - y
+        nonzero = y != 0
+        stats = torch.stack([
+            torch.tensor(float(p.shape[0]) if p.ndim else 1.0, dtype=torch.float64, device=p.device),
+            torch.tensor(float(p.numel()), dtype=torch.float64, device=p.device),
+            (err * err).sum(),
+            err.abs().sum(),
+            y.sum(),
+            (y * y).sum(),
+            (err.abs() / y.abs().where(nonzero, torch.ones_like(y))).where(nonzero, torch.zeros_like(y)).sum(),
+            nonzero.sum().to(torch.float64),
+        ])
+        buf = self._buffer(p.device)
+        buf += stats.to(buf.device)
+
+    def merge(self, other: "MetricAccumulator") -> "MetricAccumulator":
+        """Add another accumulator's sums into this one (e.g. per-split or per-worker partials)."""
+        if other._state is not None:
+            buf = self._buffer(other._state.device)
+            buf += other._state.to(buf.device)
+        return self
+
+    @torch.no_grad()
+    def reduce(self, accelerator=None) -> "MetricAccumulator":
+        """Sum the state over all ranks (Accelerate's reduce if given, else torch.distributed
+        when initialized). Every rank must call it, even with no data; call it once."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator.reduce() called twice; it would count every rank again")
+        if accelerator is not None:
+            state = self._buffer(accelerator.device).to(accelerator.device)
+            self._state = accelerator.reduce(state, reduction="sum")
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            device = self._state.device if self._state is not None else torch.device("cpu")
+            if torch.distributed.get_backend() == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+            state = self._buffer(device).to(device)
+            torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.SUM)
+            self._state = state
+        self._reduced = True
+        return self
+
+    def totals(self) -> dict[str, float]:
+        """The raw sums, by name."""
+        if self._state is None:
+            return {name: 0.0 for name in _FIELDS}
+        return dict(zip(_FIELDS, self._state.cpu().tolist()))
+
+    def compute(self) -> dict:
+        """mse, mae, rmse, rse (when targets vary), mape (over nonzero targets), samples."""
+        t = self.totals()
+        n = t["count"]
+        if n == 0:
+            return {"samples": 0}
+        mse = t["sse"] / n
+        out = {"mse": mse, "mae": t["sae"] / n, "rmse": math.sqrt(mse)}
+        spread = t["sum_y2"] - t["sum_y"] ** 2 / n  # sum of (y - mean(y))^2
+        if spread > 0:
+            out["rse"] = math.sqrt(t["sse"]) / math.sqrt(spread)
+        if t["ape_count"] > 0:
+            out["mape"] = t["ape"] / t["ape_count"]
+        zero_targets = int(round(n - t["ape_count"]))
+        if zero_targets:
+            out["mape_zero_targets"] = zero_targets
+        out["samples"] = int(round(t["samples"]))
+        return out
+
+
+def write_metrics_json(path: str | os.PathLike, metrics_by_split: dict) -> Path:
+    """Write {split: metrics} atomically (temp file + os.replace)."""
+    return atomic_write_json(path, metrics_by_split)
