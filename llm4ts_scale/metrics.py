@@ -10,12 +10,45 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from llm4ts_scale.io import atomic_write_json
 
 # Order of the sums in the state vector.
 _FIELDS = ("samples", "count", "sse", "sae", "sum_y", "sum_y2", "ape", "ape_count")
+
+
+def _sums_torch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, y = pred.to(torch.float64), target.to(torch.float64)
+    err = p - y
+    nonzero = y != 0
+    safe_y = torch.where(nonzero, y.abs(), torch.ones_like(y))
+    return torch.stack([
+        torch.tensor(float(p.shape[0]) if p.ndim else 1.0, dtype=torch.float64, device=p.device),
+        torch.tensor(float(p.numel()), dtype=torch.float64, device=p.device),
+        (err * err).sum(),
+        err.abs().sum(),
+        y.sum(),
+        (y * y).sum(),
+        torch.where(nonzero, err.abs() / safe_y, torch.zeros_like(y)).sum(),
+        nonzero.sum().to(torch.float64),
+    ])
+
+
+def _sums_numpy(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """CPU path in numpy: same sums, but no intra-op thread pool (torch's OpenMP threads spin
+    for hundreds of ms per op on a busy 2-core machine; these ops are memory-bound anyway)."""
+    p = pred.numpy().astype(np.float64).ravel()
+    y = target.numpy().astype(np.float64).ravel()
+    err = p - y
+    abs_err = np.abs(err)
+    nonzero = y != 0
+    ape = abs_err[nonzero] / np.abs(y[nonzero])
+    return np.array([
+        float(pred.shape[0]) if pred.ndim else 1.0, float(p.size), float(err @ err), float(abs_err.sum()),
+        float(y.sum()), float(y @ y), float(ape.sum()), float(nonzero.sum()),
+    ], dtype=np.float64)
 
 
 class MetricAccumulator:
@@ -47,21 +80,11 @@ class MetricAccumulator:
             if mask.numel() != pred.shape[0]:
                 raise ValueError(f"weight_mask has {mask.numel()} entries for a batch of {pred.shape[0]}")
             pred, target = pred[mask], target[mask]
-        p = pred.detach().to(torch.float64)
-        y = target.detach().to(torch.float64)
-        err = p - y
-        nonzero = y != 0
-        stats = torch.stack([
-            torch.tensor(float(p.shape[0]) if p.ndim else 1.0, dtype=torch.float64, device=p.device),
-            torch.tensor(float(p.numel()), dtype=torch.float64, device=p.device),
-            (err * err).sum(),
-            err.abs().sum(),
-            y.sum(),
-            (y * y).sum(),
-            (err.abs() / y.abs().where(nonzero, torch.ones_like(y))).where(nonzero, torch.zeros_like(y)).sum(),
-            nonzero.sum().to(torch.float64),
-        ])
-        buf = self._buffer(p.device)
+        if pred.device.type == "cpu":
+            stats = torch.from_numpy(_sums_numpy(pred.detach(), target.detach()))
+        else:
+            stats = _sums_torch(pred.detach(), target.detach())
+        buf = self._buffer(pred.device)
         buf += stats.to(buf.device)
 
     def merge(self, other: "MetricAccumulator") -> "MetricAccumulator":

@@ -1,0 +1,94 @@
+"""`llm4ts-scale evaluate`: score a built-in baseline, or a trained run directory.
+
+  llm4ts-scale evaluate --data DATA --baseline naive|seasonal|mean --seq-len L --pred-len H
+                        [--split test] [--period N] [--out metrics.json]
+  llm4ts-scale evaluate RUN_DIR [--split test] [--out metrics.json]
+
+Baselines go through the same windows and metric code as models: metrics are on the
+standardized scale, `samples` counts the (window, channel) pairs scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="score a baseline (--baseline) or a trained RUN_DIR",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR", help="a trained run directory")
+    p.add_argument("--data", default=None, help="CSV/Parquet file, prepared store dir, or dataset NAME")
+    p.add_argument("--baseline", default=None, choices=("naive", "seasonal", "mean"),
+                   help="naive: repeat the last value; seasonal: repeat the last --period values; mean: look-back mean")
+    p.add_argument("--seq-len", type=int, default=None, help="look-back L for baselines (default 336)")
+    p.add_argument("--pred-len", type=int, default=None, help="horizon H for baselines (default 96)")
+    p.add_argument("--split", default=None, choices=("train", "val", "test"), help="split to score (default test)")
+    p.add_argument("--period", type=int, default=None, help="season length for --baseline seasonal")
+    p.add_argument("--batch-size", type=int, default=512, help="windows per batch (does not change the result)")
+    p.add_argument("--split-rule", default="auto", help="how to split a CSV given as --data: auto, ett-hourly, "
+                                                        "ett-minute, ratio")
+    p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
+    p.add_argument("--fill", default="none", choices=("none", "ffill"), help="NaN handling for a CSV given as --data")
+    p.add_argument("--original-scale", action="store_true", help="score in the data's units instead of standardized")
+    p.add_argument("--out", default=None, help="also write {split: metrics} to this JSON file")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from llm4ts_scale.errors import UserError
+
+    if args.run_dir is not None and args.baseline is None:
+        try:
+            from llm4ts_scale.evaluate_run import evaluate_run_dir
+        except ModuleNotFoundError as err:
+            if err.name != "llm4ts_scale.evaluate_run":
+                raise
+            raise UserError("evaluating a run directory needs the training stack") from None
+        return evaluate_run_dir(args)
+    if args.run_dir is not None:
+        raise UserError("give either RUN_DIR (a trained run) or --baseline, not both")
+    if args.baseline is None:
+        raise UserError("nothing to evaluate: give a RUN_DIR, or --baseline naive|seasonal|mean with --data")
+    if args.data is None:
+        raise UserError("--baseline needs --data (a CSV/Parquet file, store dir or dataset name)")
+    return _run_baseline(args)
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    import torch
+
+    from llm4ts_scale.baselines import baseline_forecast
+    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.errors import UserError
+    from llm4ts_scale.metrics import MetricAccumulator, write_metrics_json
+
+    seq_len = args.seq_len if args.seq_len is not None else 336
+    pred_len = args.pred_len if args.pred_len is not None else 96
+    split = args.split or "test"
+    for flag, value in (("--seq-len", seq_len), ("--pred-len", pred_len), ("--batch-size", args.batch_size)):
+        if value <= 0:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.baseline == "seasonal" and args.period is None:
+        raise UserError("--baseline seasonal needs --period N (e.g. 24 for hourly data with a daily cycle)")
+    if args.baseline == "seasonal" and not 0 < args.period <= seq_len:
+        raise UserError(f"--period must be between 1 and --seq-len={seq_len}, got {args.period}")
+    store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
+    loader = make_loader(store, split, seq_len, pred_len, args.batch_size)
+    metrics = MetricAccumulator()
+    with torch.no_grad():
+        for batch in loader:
+            pred = baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
+            target = batch["y"]
+            if args.original_scale:
+                pred = store.inverse_transform(pred.double(), batch["channel"])
+                target = store.inverse_transform(target.double(), batch["channel"])
+            metrics.update(pred, target)
+    result = metrics.compute()
+    if args.out:
+        write_metrics_json(args.out, {split: result})
+    print(json.dumps({**result, "split": split, "baseline": args.baseline, "seq_len": seq_len,
+                      "pred_len": pred_len, "scale": "original" if args.original_scale else "standardized",
+                      "data_fingerprint": store.fingerprint}))
+    return 0
