@@ -97,7 +97,7 @@ def calendar_marks(timestamps, attrs: list[str]) -> np.ndarray:
     getters = {
         "month": lambda: index.month,
         "day": lambda: index.day,
-        "weekday": lambda: index.weekday,
+        "weekday": lambda: index.day_of_week,
         "hour": lambda: index.hour,
         "minute": lambda: index.minute,
         "second": lambda: index.second,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,13 +152,14 @@ class SeriesStore:
         mean, std = self.mean, self.std
         if channels is not None:
             idx = np.asarray(channels.cpu() if hasattr(channels, "cpu") else channels, dtype=np.int64)
+            if like.ndim == 0 or (idx.ndim == 1 and len(idx) != like.shape[0]):
+                raise ValueError(f"{len(idx)} channel ids for values of shape {tuple(like.shape)}")
             mean, std = mean[idx], std[idx]
             if idx.ndim == 1:  # one channel per sample: broadcast over the sample's trailing dims
                 shape = (-1,) + (1,) * (like.ndim - 1)
                 mean, std = mean.reshape(shape), std.reshape(shape)
-        if hasattr(like, "device"):  # torch tensor
-            import torch
-
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(like, torch.Tensor):
             return (torch.as_tensor(mean, dtype=like.dtype, device=like.device),
                     torch.as_tensor(std, dtype=like.dtype, device=like.device))
         return mean, std
