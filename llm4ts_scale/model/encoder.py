@@ -80,7 +80,9 @@ class CausalTokenConv(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [B, T, P] -> [B, T, D]
         z = patches.transpose(1, 2)
         z = F.pad(z, (self.kernel - 1, 0), mode="replicate") if self.kernel > 1 else z
-        return self.conv(z).transpose(1, 2)
+        # contiguous: a transposed [B, D, T] layout would propagate through the whole residual
+        # stream of the backbone (elementwise ops keep strides) and turn every Linear into a slow bmm.
+        return self.conv(z).transpose(1, 2).contiguous()
 
 
 class TemporalEmbedding(nn.Module):
