@@ -33,6 +33,15 @@ def ensure_single_process_env() -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
 
 
+# Set by `accelerate launch` from its own config file; --ds is the single source of truth for these, and
+# Accelerate refuses a DeepSpeed config dict while they are set.
+_LAUNCHER_DS_ENV = ("ACCELERATE_CONFIG_DS_FIELDS", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_GRADIENT_CLIPPING",
+                    "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+                    "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_NVME_PATH",
+                    "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_NVME_PATH", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL",
+                    "ACCELERATE_MIXED_PRECISION")
+
+
 def mixed_precision(config: RunConfig, on_gpu: bool) -> str:
     mode = config.train.mixed_precision
     if mode == "auto":
@@ -45,6 +54,8 @@ def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir
     on_gpu = torch.cuda.is_available()
     if ds_config_path is not None:
         ensure_single_process_env()
+        for name in _LAUNCHER_DS_ENV:
+            os.environ.pop(name, None)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     precision = mixed_precision(config, on_gpu)
     plugin = None
@@ -55,13 +66,14 @@ def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir
         plugin = DeepSpeedPlugin(hf_ds_config=ds)
     timeout = timedelta(seconds=config.train.collective_timeout_s)
     pg_kwargs = InitProcessGroupKwargs(backend="nccl" if on_gpu else "gloo", timeout=timeout)
+    launched = "WORLD_SIZE" in os.environ  # by a launcher, or made a world of one above for DeepSpeed
     accelerator = Accelerator(
         deepspeed_plugin=plugin,
         mixed_precision=precision if plugin is None else None,
         gradient_accumulation_steps=config.train.grad_accum,
         log_with=None if config.train.log_with == "none" else config.train.log_with,
         project_dir=project_dir,
-        kwargs_handlers=[pg_kwargs],
+        kwargs_handlers=[pg_kwargs] if launched else [],
         cpu=not on_gpu and plugin is None,
     )
     set_seed(config.seed)
