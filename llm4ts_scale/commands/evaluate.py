@@ -56,13 +56,8 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
-    import torch
-
-    from llm4ts_scale.baselines import baseline_forecast
     from llm4ts_scale.data.store import open_store
-    from llm4ts_scale.data.windows import make_loader
     from llm4ts_scale.errors import UserError
-    from llm4ts_scale.metrics import MetricAccumulator, write_metrics_json
 
     seq_len = args.seq_len if args.seq_len is not None else 336
     pred_len = args.pred_len if args.pred_len is not None else 96
@@ -75,6 +70,14 @@ def _run_baseline(args: argparse.Namespace) -> int:
     if args.baseline == "seasonal" and not 0 < args.period <= seq_len:
         raise UserError(f"--period must be between 1 and --seq-len={seq_len}, got {args.period}")
     store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
+    store.num_samples(split, seq_len, pred_len)  # a split too short for L+H fails here, before torch loads
+
+    import torch
+
+    from llm4ts_scale.baselines import baseline_forecast
+    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.metrics import MetricAccumulator, write_metrics_json
+
     loader = make_loader(store, split, seq_len, pred_len, args.batch_size)
     metrics = MetricAccumulator()
     with torch.no_grad():
