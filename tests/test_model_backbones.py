@@ -206,3 +206,13 @@ def test_eval_then_train_with_4bit_keeps_numerics_and_backward(paths):
     after.sum().backward()
     assert torch.equal(before, during) and torch.equal(before, after)
     assert all(p.grad is not None for _, p in model.param_groups()["lora"])
+
+
+@pytest.mark.parametrize("arch", list(BUILDERS))
+def test_backbone_takes_inputs_embeds_with_or_without_an_all_ones_mask(paths, arch):
+    backbone, info = load_backbone(str(paths[arch]), layers=2)
+    e = torch.randn(2, T, info.hidden_size)
+    with torch.no_grad():
+        plain = backbone(inputs_embeds=e).last_hidden_state
+        masked = backbone(inputs_embeds=e, attention_mask=torch.ones(2, T, dtype=torch.long)).last_hidden_state
+    assert plain.shape == (2, T, info.hidden_size) and torch.allclose(plain, masked, atol=1e-6)

@@ -82,3 +82,9 @@ def test_unknown_calendar_attribute_and_wrong_width_are_refused():
     temporal = TemporalEmbedding(["hour"], 8, 8, 4)
     with pytest.raises(ValueError, match="calendar columns"):
         temporal(torch.zeros(1, 40, 2, dtype=torch.long))
+
+
+def test_calendar_sizes_equal_the_data_side():
+    """The model keeps its own copy (no data import in model code); this guards that they agree."""
+    calendar = pytest.importorskip("llm4ts_scale.data.calendar")
+    assert calendar.CALENDAR_SIZES == CALENDAR_SIZES
