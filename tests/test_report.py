@@ -1,0 +1,123 @@
+"""`llm4ts-scale report RUN_DIR` on a real (tiny) finished run: numbers, tables and images."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from llm4ts_scale.cli import main
+
+from backbones import tiny_llama
+from launching import cli, data_dir, launch_train, tiny_run_overrides
+
+# ILI (966 weekly rows, 70/10/20 split) keeps every evaluation pass to ~1,200 windows.
+DATA = "national_illness.csv"
+L, H = 48, 24
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    backbone = tiny_llama(root / "backbone", layers=2, hidden=32)
+    run = root / "run"
+    overrides = tiny_run_overrides(backbone, run, **{
+        "data.path": data_dir() / DATA, "data.seq_len": L, "data.pred_len": H, "train.limit_train_batches": 2, "train.log_with": "none", "stages.align.epochs": 1,
+        "stages.lp.epochs": 2, "stages.ft.epochs": 1})
+    proc = launch_train(overrides, ds=None, processes=1, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return run
+
+
+def naive_step_mse(step: int) -> float:
+    """Naive (last value) test MSE at one step, straight from the CSV (DESIGN section 4: 70/10/20 borders,
+    train-only population statistics, test rows start L before the border)."""
+    values = pd.read_csv(data_dir() / DATA).iloc[:, 1:].to_numpy(np.float64)
+    n = len(values)
+    train = values[:int(n * 0.7)]
+    z = (values - train.mean(0)) / train.std(0)
+    test = z[n - int(n * 0.2) - L:]
+    starts = np.arange(len(test) - L - H + 1)
+    last, target = test[starts + L - 1], test[starts + L - 1 + step]
+    return float(((target - last) ** 2).mean())
+
+
+def image_ok(path) -> tuple[int, int]:
+    assert path.is_file() and path.stat().st_size > 10_000, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_report_holds_the_run_numbers_and_valid_figures(run_dir):
+    proc = cli(["report", str(run_dir)], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (run_dir / "report.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+
+    # the overall metrics, exactly as metrics.json holds them
+    for split in ("val", "test"):
+        for key, value in metrics[split].items():
+            assert re.search(rf"^\| {key} \|.*\| {re.escape(json.dumps(value))} (\||$)", text, re.M) or \
+                json.dumps(value) in text, (split, key, value)
+    # config summary and per-stage facts
+    for needle in (f"look-back L | {L}", f"horizon H | {H}", "quantize | nf4", "few-shot % | 100", DATA):
+        assert needle in text, needle
+    stage_rows = [line for line in text.splitlines() if re.match(r"\| (align|lp|ft) \|", line)]
+    assert [row.split()[1] for row in stage_rows] == ["align", "lp", "ft"]  # training order
+    for name, stage in run["stages"].items():
+        row = next(line for line in stage_rows if line.startswith(f"| {name} |"))
+        assert f"{stage['trainable_params']:,}" in row and f"{stage['wall_time_s']:.1f} s" in row, row
+    assert len(run["stages"]["lp"]["history"]) == 2
+
+    # per-step table at 1, H/4, H/2, 3H/4, H; the naive column matches an independent computation
+    rows = {m.group(1): [float(v) for v in m.group(2, 3, 4, 5)] for m in re.finditer(
+        r"^\| (\d+|all \d+ steps) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)}
+    assert list(rows) == ["1", "6", "12", "18", "24", "all 24 steps"]
+    for step in (1, 24):
+        assert rows[str(step)][1] == pytest.approx(naive_step_mse(step), abs=1e-4)
+    assert rows["1"][1] < rows["24"][1]  # naive error grows with the step
+    # the re-evaluated export reproduces the run's test metrics on the same windows
+    found = re.search(r"MSE ([\d.]+), MAE ([\d.]+) over (\d+) samples; metrics.json", text)
+    assert found, text
+    assert float(found.group(1)) == pytest.approx(metrics["test"]["mse"], rel=1e-4, abs=1e-5)
+    assert float(found.group(2)) == pytest.approx(metrics["test"]["mae"], rel=1e-4, abs=1e-5)
+    assert int(found.group(3)) == metrics["test"]["samples"]
+    assert rows["all 24 steps"][0] == pytest.approx(metrics["test"]["mse"], abs=1e-4)
+
+    for png in ("report_loss.png", "report_steps.png"):
+        width, height = image_ok(run_dir / png)
+        assert width > 600 and height > 250
+        assert f"]({png})" in text
+
+
+def test_report_of_an_unfinished_run_and_of_a_non_run(run_dir, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    run = json.loads((run_dir / "run.json").read_text())
+    run["stages"]["ft"] = {"status": "running"}
+    run["test"] = {"status": "pending"}
+    (partial / "run.json").write_text(json.dumps(run))
+    assert main(["report", str(partial)]) == 0
+    text = (partial / "report.md").read_text()
+    assert "No exported model" in text and "No metrics.json" in text and "| ft | running |" in text
+    image_ok(partial / "report_loss.png")
+    assert not (partial / "report_steps.png").exists()
+
+    shutil.rmtree(partial)
+    partial.mkdir()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(partial)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and "no run.json" in err and len(err.splitlines()) == 1
+    assert list(partial.iterdir()) == []
