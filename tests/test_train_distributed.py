@@ -95,6 +95,7 @@ def test_alignment_hands_off_to_linear_probing(zero2_run, tmp_path, backbone):
     aligned = load_file(str(run_dir / "align" / "weights.safetensors"))
     lp_after_align = load_file(str(run_dir / "lp" / "weights.safetensors"))
     lp_from_scratch = load_file(str(lp_only / "lp" / "weights.safetensors"))
+    assert not any(k.startswith("align_head.") for k in lp_after_align)  # dropped after alignment
     carried = [k for k in lp_after_align if not k.startswith(("head.", "revin."))]
     assert carried and any("lora_" in k for k in carried)
     for key in carried:  # LP trains only the head: the rest is exactly what alignment left

@@ -154,6 +154,8 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
         improved = progress["best_val"] is None or val["mse"] < progress["best_val"]
         if improved:
             state = collect_tunable_state(unwrapped)
+            if stage != "align":  # forecasting stages carry no alignment head
+                state = {k: v for k, v in state.items() if not k.startswith("align_head.")}
             if main:
                 save_weights(state, best_path)
             progress.update(best_val=val["mse"], best_epoch=epoch + 1, bad_epochs=0)
