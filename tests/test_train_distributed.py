@@ -118,3 +118,33 @@ def test_changed_config_on_existing_run_dir_exits_2(zero2_run, backbone):
     assert result.returncode == 2
     lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
     assert lines and "--restart" in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_two_machines_simulated_on_this_host(tmp_path, backbone):
+    """Two `accelerate launch` commands, one process each, rendezvous on 127.0.0.1 (static, like 2 nodes)."""
+    import subprocess
+    import sys
+
+    from launching import CPU_LAUNCH_CONFIG, REPO, child_env, free_port
+
+    run_dir = tmp_path / "two-nodes"
+    port = free_port()
+    overrides = tiny_run_overrides(backbone, run_dir, **{"stages.align.epochs": 1, "stages.lp.epochs": 1,
+                                                         "stages.ft.epochs": 1, "train.limit_train_batches": 3})
+    procs = []
+    for machine_rank in (0, 1):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_LAUNCH_CONFIG),
+               "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine_rank),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+               str(REPO / "launch" / "train.py"), "--ds", str(REPO / "ds_configs" / "zero2.json"), *overrides]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-4000:]
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["world_size"] == 2
+    assert all(s["status"] == "done" for s in state["stages"].values())
+    counts = state["stages"]["lp"]["history"][0]["rank_windows"]
+    assert counts[0][0] == counts[1][0] == 3 * 64 and counts[0][1] != counts[1][1]
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["samples"] == ett_test_samples(96, 24)
