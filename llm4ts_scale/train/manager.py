@@ -14,6 +14,7 @@ from pathlib import Path
 from llm4ts_scale.config import RunConfig
 from llm4ts_scale.data.store import open_store
 from llm4ts_scale.errors import UserError
+from llm4ts_scale.model.backbone import resolve as resolve_backbone
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import run_stage
@@ -69,8 +70,9 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     run_dir = Path(config.run_dir)
     accelerator = build_accelerator(config, ds_config, str(run_dir))
     main = accelerator.is_main_process
-    with accelerator.local_main_process_first():
+    with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
         store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
+        resolve_backbone(config.model.backbone)
     state = _open_run_state(accelerator, config, store.fingerprint, restart)
     if state.finished:
         if main:
