@@ -134,10 +134,14 @@ def make_loader(store: SeriesStore, split: str, seq_len: int, pred_len: int, bat
                 shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1, num_workers: int = 0):
     """DataLoader of batched windows (keys as window_dataset, tensors B first). No batch is dropped:
     the last one may be short. `loader.dataset.set_epoch(e)` switches to epoch e's order."""
+    import torch
     from torch.utils.data import DataLoader
 
     ds = window_dataset(store, split, seq_len, pred_len, few_shot_percent=few_shot_percent, shuffle=shuffle,
                         seed=seed, shuffle_buffer=shuffle_buffer, rank=rank, world_size=world_size)
     ds.set_epoch(epoch)
+    # Own generator: creating the loader must not draw from torch's global RNG, or a resumed run
+    # (RNG restored from a checkpoint, then a new loader) would see different dropout masks.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows,
-                      drop_last=False)
+                      drop_last=False, generator=generator)
