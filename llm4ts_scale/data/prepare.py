@@ -86,6 +86,29 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
+@contextlib.contextmanager
+def _large_record_batches(rows: int = 1 << 16):
+    """Write the Arrow file in record batches of `rows` rows instead of datasets' 1000.
+
+    Opening a memory-mapped Arrow stream reads every batch header; with 1000-row batches the
+    headers are ~40 KB apart and the kernel's fault-around maps the pages between them, so
+    merely opening a store made the whole file resident. With large batches opening touches a
+    few pages and reads map only the rows they need. datasets has no argument for this, so its
+    default is swapped for the duration of the save.
+    """
+    from datasets import config
+
+    previous = getattr(config, "DEFAULT_MAX_BATCH_SIZE", None)
+    if previous is None:  # a datasets version without the knob: keep its default
+        yield
+        return
+    config.DEFAULT_MAX_BATCH_SIZE = max(previous, rows)
+    try:
+        yield
+    finally:
+        config.DEFAULT_MAX_BATCH_SIZE = previous
+
+
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
@@ -188,7 +211,7 @@ def _write_atomically(out: Path, table, meta: dict, fingerprint: str) -> None:
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         dataset = Dataset(InMemoryTable(table), info=DatasetInfo(features=Features.from_arrow_schema(table.schema)))
-        with _quiet_datasets():
+        with _quiet_datasets(), _large_record_batches():
             dataset.save_to_disk(str(tmp))
         atomic_write_json(tmp / META_FILE, meta)
         try:

@@ -19,6 +19,11 @@ from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import file_sha256
 
 DATA_SUFFIXES = (".csv", ".parquet")
+# Pages of a memory map stay in the process's resident set once touched. After this many bytes
+# read the map is dropped and reopened on the next read (pages stay in the OS page cache), so a
+# full pass over a large store does not grow RSS with the store's size.
+REMAP_AFTER_BYTES = 8 << 20
+_FAULT_AROUND = 64 << 10  # the kernel maps up to 64 KiB around each page fault
 
 
 def cache_root() -> Path:
@@ -63,6 +68,7 @@ class SeriesStore:
         self.std = np.asarray(m["scaler"]["std"], dtype=np.float64)
         self.fingerprint: str = m["fingerprint"]
         self._table = None
+        self._bytes_read = 0
 
     def __repr__(self) -> str:
         return f"SeriesStore({str(self.path)!r}, rows={self.n_rows}, channels={self.n_channels}, freq={self.freq!r})"
@@ -71,6 +77,7 @@ class SeriesStore:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_table"] = None
+        state["_bytes_read"] = 0
         return state
 
     @property
@@ -81,6 +88,18 @@ class SeriesStore:
 
             self._table = datasets.load_from_disk(str(self.path)).data.table
         return self._table
+
+    def release(self) -> None:
+        """Drop the memory map (the next read maps the file again). Reads return copies, so
+        nothing handed out keeps the map alive."""
+        self._table = None
+        self._bytes_read = 0
+
+    def _count_read(self, nbytes: int, columns: int = 1) -> None:
+        # estimate of newly resident bytes: each column slice maps at least a fault-around window
+        self._bytes_read += max(nbytes, _FAULT_AROUND * columns)
+        if self._bytes_read > REMAP_AFTER_BYTES:
+            self.release()
 
     # ------------------------------------------------------------------ splits
     def split_range(self, split: str, seq_len: int, few_shot_percent: int = 100) -> tuple[int, int]:
@@ -105,9 +124,9 @@ class SeriesStore:
         self._check_rows(start, end)
         column = self.table.column("values").slice(start, end - start).combine_chunks()
         raw = column.flatten().to_numpy(zero_copy_only=False).reshape(end - start, self.n_channels)
-        if not scaled:
-            return np.array(raw, dtype=np.float32)
-        return ((raw - self.mean) / self.std).astype(np.float32)
+        out = np.array(raw, dtype=np.float32) if not scaled else ((raw - self.mean) / self.std).astype(np.float32)
+        self._count_read(raw.nbytes)
+        return out
 
     def read_channel(self, start: int, end: int, channel: int, scaled: bool = True) -> np.ndarray:
         """float32 [n] of one channel; the windows' hot path."""
@@ -115,9 +134,12 @@ class SeriesStore:
         column = self.table.column("values").slice(start, end - start).combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
         raw = flat[channel::self.n_channels]
-        if not scaled:
-            return raw.astype(np.float32)
-        return ((raw - self.mean[channel]) / self.std[channel]).astype(np.float32)
+        if scaled:
+            out = ((raw - self.mean[channel]) / self.std[channel]).astype(np.float32)
+        else:
+            out = raw.astype(np.float32)  # a copy: nothing returned points into the memory map
+        self._count_read(flat.nbytes)
+        return out
 
     def read_marks(self, start: int, end: int) -> np.ndarray:
         """int64 [n, A] calendar attributes (A may be 0 for yearly data)."""
@@ -125,13 +147,16 @@ class SeriesStore:
         out = np.empty((end - start, len(self.calendar_attrs)), dtype=np.int64)
         for j, name in enumerate(self.calendar_attrs):
             out[:, j] = self.table.column(name).slice(start, end - start).to_numpy()
+        self._count_read(out.shape[0] * len(self.calendar_attrs), columns=len(self.calendar_attrs))
         return out
 
     def read_timestamps(self, start: int, end: int) -> np.ndarray:
         """datetime64[ns] [n]."""
         self._check_rows(start, end)
         column = self.table.column("timestamp").slice(start, end - start)
-        return column.to_numpy().astype("datetime64[ns]")
+        out = np.array(column.to_numpy(), dtype="datetime64[ns]")  # copy, see read_channel
+        self._count_read(out.nbytes)
+        return out
 
     def read_rows(self, start: int, end: int, scaled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values float32 [n, C], marks int64 [n, A], timestamps datetime64[ns] [n]) of rows [start, end)."""
