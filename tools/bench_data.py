@@ -175,12 +175,12 @@ def main() -> None:
 
 def _source_file(data: str) -> str:
     """The CSV behind --data (a file path, or a NAME looked up like open_store does)."""
-    from llm4ts_scale.data.store import _find_named
+    from llm4ts_scale.data.store import find_data_file
 
     path = Path(data)
     if path.is_file():
         return str(path)
-    found = _find_named(data)
+    found = find_data_file(data)
     if found is None:
         raise SystemExit(f"bench needs the source CSV to build the synthetic series; {data} is not a file")
     return str(found)

@@ -26,17 +26,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from llm4ts_scale.data.prepare import prepare
     from llm4ts_scale.data.splits import resolve_split_rule
-    from llm4ts_scale.data.store import _find_named
+    from llm4ts_scale.data.store import find_data_file
     from llm4ts_scale.errors import UserError
 
     resolve_split_rule(args.split, "")  # an unknown rule fails before the file is read
     source = Path(args.data)
     if not source.is_file():
-        found = _find_named(args.data) if "/" not in args.data else None
+        found = find_data_file(args.data) if os.sep not in args.data else None
         if found is None:
             raise UserError(f"data file {args.data} does not exist (nor as a dataset name in LLM4TS_DATA_PATH or "
                             "the data cache); run `python tools/fetch_data.py NAME` or give a path")

@@ -202,7 +202,8 @@ class SeriesStore:
         return values * std + mean
 
 
-def _find_named(name: str) -> Path | None:
+def find_data_file(name: str) -> Path | None:
+    """NAME.csv / NAME.parquet (or NAME itself when it has that suffix) in data_search_dirs(), first hit."""
     candidates = [name] if Path(name).suffix.lower() in DATA_SUFFIXES else [name + s for s in DATA_SUFFIXES]
     for directory in data_search_dirs():
         for candidate in candidates:
@@ -258,7 +259,7 @@ def open_store(path_or_name: str | os.PathLike, *, split: str = "auto", freq: st
     if path.is_file():
         return _prepare_cached(path, split, freq, fill)
     name = str(path_or_name)
-    found = _find_named(name) if os.sep not in name and (os.altsep is None or os.altsep not in name) else None
+    found = find_data_file(name) if os.sep not in name and (os.altsep is None or os.altsep not in name) else None
     if found is not None:
         return _prepare_cached(found, split, freq, fill)
     searched = ", ".join(str(d) for d in data_search_dirs())
