@@ -4,7 +4,6 @@ no traceback, and no output (nor temp) directory left behind."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

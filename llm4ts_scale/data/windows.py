@@ -21,7 +21,6 @@ from llm4ts_scale.data.store import SeriesStore
 WINDOWS_PER_SHARD = 512
 MIN_SHARDS_PER_RANK = 8  # so DataLoader workers on each rank get shards too
 _SHARD_ORDER_SEED = 20231  # fixed: shard order must not depend on the run's seed
-KEYS = ("x", "y", "x_mark", "y_mark", "channel", "start")
 
 
 def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
