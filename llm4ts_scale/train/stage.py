@@ -29,6 +29,7 @@ from llm4ts_scale.model import build_model
 from llm4ts_scale.model.groups import STAGE_GROUPS
 from llm4ts_scale.train.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from llm4ts_scale.train.evaluation import autocast, evaluate_split, model_outputs
+from llm4ts_scale.train.telemetry import StageTelemetry
 from llm4ts_scale.train.weights import collect_tunable_state, load_tunable_state, save_weights
 
 STAGE_TASK = {"align": "align", "lp": "forecast", "ft": "forecast"}
@@ -93,6 +94,7 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
     scheduler = _scheduler(optimizer, stage_cfg, stage_cfg.epochs * math.ceil(steps / t.grad_accum))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    telemetry = StageTelemetry(optimizer, trainable)  # rank<k>.json: loop time, samples, RSS, optimizer bytes
 
     ckpt_root = stage_dir / "checkpoints"
     progress = {"epoch": 0, "step": 0, "global_step": 0, "best_val": None, "best_epoch": None,
@@ -119,7 +121,7 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
         batches = itertools.islice(loader, progress["step"], steps)  # skip what a resumed run already did
         bar = tqdm(batches, total=steps, initial=progress["step"], desc=f"{stage} epoch {epoch + 1}/{stage_cfg.epochs}",
                    disable=not main, leave=False)
-        for batch in bar:
+        for batch in telemetry.timed(bar):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 with autocast(accelerator.device, bf16):
@@ -180,6 +182,7 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
         atomic_write_json(stage_dir / "history.json", progress["history"])
         atomic_write_json(stage_dir / "metrics.json", {"val": {"mse": best_val["val_loss"], "mae": best_val["val_mae"]},
                                                        "best_epoch": progress["best_epoch"]})
+    telemetry.write(stage_dir / f"rank{rank}.json")
     accelerator.wait_for_everyone()
     accelerator.free_memory(model, optimizer, scheduler)
     return StageResult(best_epoch=progress["best_epoch"], val={"mse": best_val["val_loss"], "mae": best_val["val_mae"]},

@@ -1,0 +1,94 @@
+"""Per-rank training telemetry of one stage: loop time, samples, peak RSS, optimizer-state bytes.
+
+Every rank writes `<stage_dir>/rank<k>.json` at the end of the stage, so a benchmark (tools/bench_train.py)
+reads what a real run measured instead of instrumenting it from outside. Timing covers the training
+loop only (batches fetched, forward, backward, optimizer step), never validation or model loading.
+A resumed stage reports only the part this process ran.
+
+Optimizer bytes are what this rank holds, read after its first optimizer step (Adam's state is lazy):
+  * `optimizer_state_bytes`: the tensors in the innermost torch optimizer's `state` (Adam moments and
+    step counters). Under DeepSpeed ZeRO-1/2/3 that inner optimizer steps only this rank's partition,
+    so with N ranks each holds about 1/N of what a single process holds.
+  * `optimizer_master_bytes`: the fp32 tensors that optimizer updates. Plain torch: the trainable
+    parameters themselves (no extra copy). ZeRO: this rank's flat fp32 partition, a copy besides the
+    model's own parameters.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from llm4ts_scale.io import atomic_write_json
+
+MAX_STEPS_KEPT = 1000
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _innermost(optimizer):
+    """Accelerate's wrapper -> (DeepSpeed ZeRO optimizer ->) the torch optimizer that does the update."""
+    chain = [optimizer]
+    while getattr(chain[-1], "optimizer", None) is not None and not any(chain[-1].optimizer is o for o in chain):
+        chain.append(chain[-1].optimizer)
+    return chain
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def optimizer_bytes(optimizer) -> dict:
+    chain = _innermost(optimizer)
+    inner = chain[-1]
+    state = _tensor_bytes(v for per_param in inner.state.values() for v in per_param.values())
+    master = None
+    for holder in chain:  # ZeRO keeps the partition outside param_groups between steps (stage 3 empties them)
+        flat = getattr(holder, "single_partition_of_fp32_groups", None) or getattr(holder, "fp32_partitioned_groups_flat", None)
+        if flat:
+            master = _tensor_bytes(flat)
+            break
+    if master is None:
+        master = _tensor_bytes(p for group in inner.param_groups for p in group["params"])
+    return {"optimizer_state_bytes": state, "optimizer_master_bytes": master,
+            "optimizer_chain": "/".join(type(o).__name__ for o in chain[1:] or chain)}
+
+
+class StageTelemetry:
+    """Wrap the training-batch iterator with `timed`, then `write` once at the end of the stage."""
+
+    def __init__(self, optimizer, trainable_params: int):
+        self.optimizer = optimizer
+        self.record = {"trainable_params": trainable_params, "train_samples": 0, "train_seconds": 0.0, "train_steps": 0,
+                       "step_seconds": [], "step_samples": [], "optimizer_state_bytes": None,
+                       "peak_rss_train_bytes": None, "torch_threads": torch.get_num_threads()}
+
+    def timed(self, batches):
+        """Yield the batches unchanged, timing the loop (each loop body runs between two yields)."""
+        rec = self.record
+        started = last = time.perf_counter()
+        for batch in batches:
+            yield batch  # the caller's forward, backward and optimizer step run here
+            now = time.perf_counter()
+            samples = len(next(iter(batch.values())))
+            rec["train_steps"] += 1
+            rec["train_samples"] += samples
+            if len(rec["step_seconds"]) < MAX_STEPS_KEPT:  # per step (fetch + body), so warm-up can be told apart
+                rec["step_seconds"].append(round(now - last, 6))
+                rec["step_samples"].append(samples)
+            last = now
+            if rec["optimizer_state_bytes"] is None:
+                found = optimizer_bytes(self.optimizer)
+                if found["optimizer_state_bytes"]:  # with grad_accum > 1 the first step comes later
+                    rec.update(found)
+        rec["train_seconds"] += time.perf_counter() - started
+        if rec["peak_rss_train_bytes"] is None:  # before the first validation runs
+            rec["peak_rss_train_bytes"] = peak_rss_bytes()
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes()})
