@@ -31,7 +31,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _innermost(optimizer):
+def _optimizer_chain(optimizer):
     """Accelerate's wrapper -> (DeepSpeed ZeRO optimizer ->) the torch optimizer that does the update."""
     chain = [optimizer]
     while getattr(chain[-1], "optimizer", None) is not None and not any(chain[-1].optimizer is o for o in chain):
@@ -44,12 +44,13 @@ def _tensor_bytes(tensors) -> int:
 
 
 def optimizer_bytes(optimizer) -> dict:
-    chain = _innermost(optimizer)
+    chain = _optimizer_chain(optimizer)
     inner = chain[-1]
     state = _tensor_bytes(v for per_param in inner.state.values() for v in per_param.values())
     master = None
     for holder in chain:  # ZeRO keeps the partition outside param_groups between steps (stage 3 empties them)
-        flat = getattr(holder, "single_partition_of_fp32_groups", None) or getattr(holder, "fp32_partitioned_groups_flat", None)
+        flat = (getattr(holder, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+                or getattr(holder, "fp32_partitioned_groups_flat", None))  # ZeRO-3
         if flat:
             master = _tensor_bytes(flat)
             break
