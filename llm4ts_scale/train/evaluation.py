@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.metrics import MetricAccumulator
+from llm4ts_scale.train.faults import maybe_die
 
 
 def model_outputs(model, batch: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +54,7 @@ def evaluate_split(model, store, split: str, *, seq_len: int, pred_len: int, bat
         else:
             mask = None
             filler = batch if filler is None else filler
+        maybe_die("test" if split == "test" else "eval")
         batch = _to_device(batch, device)
         with autocast(device, bf16):
             pred, target = model_outputs(model, batch, task)

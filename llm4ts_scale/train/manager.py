@@ -14,6 +14,7 @@ from pathlib import Path
 from llm4ts_scale.config import RunConfig
 from llm4ts_scale.data.store import open_store
 from llm4ts_scale.errors import UserError
+from llm4ts_scale.io import file_sha256
 from llm4ts_scale.model.backbone import resolve as resolve_backbone
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.run_state import RunState
@@ -63,6 +64,13 @@ def _broadcast(accelerator, obj):
     return box[0]
 
 
+def _verified_weights(path: Path, sha256: str | None) -> dict:
+    if sha256 is not None and path.is_file() and file_sha256(path) != sha256:
+        raise UserError(f"weights file {path} is corrupted (checksum differs from run.json); restore it from a "
+                        "backup, or pass --restart to train again")
+    return load_weights(path)
+
+
 def train(config: RunConfig, ds_config: str | None = None, restart: bool = False) -> dict:
     """Run every pending stage, then test and export; returns the test metrics."""
     from llm4ts_scale.train.finish import evaluate_and_export  # end of the chain
@@ -90,7 +98,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     for stage in config.active_stages():
         stage_dir = run_dir / stage
         if state.stage(stage)["status"] == "done":
-            init_state = load_weights(stage_dir / "weights.safetensors")
+            init_state = _verified_weights(stage_dir / "weights.safetensors", state.stage(stage).get("weights_sha256"))
             continue
         if main:
             state.update_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -99,7 +107,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val,
                                epochs_run=len(result.history), history=result.history, trainable_params=result.trainable_params,
-                               wall_time_s=round(result.wall_time_s, 3))
+                               wall_time_s=round(result.wall_time_s, 3),
+                               weights_sha256=file_sha256(stage_dir / "weights.safetensors"))
             state.save()
         accelerator.wait_for_everyone()
         init_state = load_weights(stage_dir / "weights.safetensors")

@@ -27,7 +27,8 @@ from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.groups import STAGE_GROUPS
-from llm4ts_scale.train.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
+from llm4ts_scale.train.faults import maybe_die
 from llm4ts_scale.train.evaluation import autocast, evaluate_split, model_outputs
 from llm4ts_scale.train.telemetry import StageTelemetry
 from llm4ts_scale.train.weights import collect_tunable_state, load_tunable_state, save_weights
@@ -100,7 +101,7 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
     progress = {"epoch": 0, "step": 0, "global_step": 0, "best_val": None, "best_epoch": None,
                 "bad_epochs": 0, "history": [], "world_size": world, "loss_sum": 0.0, "loss_count": 0,
                 "windows": [0, 0]}
-    latest = latest_checkpoint(ckpt_root)
+    latest = usable_checkpoint(ckpt_root, main)
     if latest is not None:
         progress = load_checkpoint(accelerator, latest)
         if main:
@@ -144,6 +145,7 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             accelerator.log({f"{stage}/train_loss": loss.item(), f"{stage}/lr": scheduler.get_last_lr()[0]},
                             step=progress["global_step"])
+            maybe_die(f"{stage}.step")
             if progress["step"] < steps and progress["global_step"] % t.checkpoint_every_steps == 0:
                 save_checkpoint(accelerator, model, ckpt_root, progress)
 
