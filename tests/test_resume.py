@@ -103,3 +103,27 @@ def test_world_size_change_resumes_at_stage_boundary_and_refuses_mid_stage(tmp_p
     assert sorted(p.name for p in (run_dir / "lp" / "checkpoints").glob("step-*")) == saved
     result = _attempt(backbone, run_dir, processes=1)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_a_dead_rank_stops_the_others_quickly_and_the_run_resumes(tmp_path, backbone):
+    import time
+
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **SMALL, **{"train.collective_timeout_s": 60}),
+                          ds="zero2", processes=2, env=child_env(LLM4TS_KILL_AT="lp.step@3", LLM4TS_KILL_RANK="1"),
+                          timeout=600)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    report = result.stdout + result.stderr
+    assert "rank      : 1" in report or "rank: 1" in report, report[-3000:]  # the launcher names the dead rank
+    assert "Signal 9" in report or "SIGKILL" in report
+    lp_started = json.loads((run_dir / "run.json").read_text())["stages"]["lp"]["status"] == "running"
+    assert lp_started and elapsed < 600
+    # the survivors did not wait for a collective timeout: the whole launch ended soon after the kill
+    align_time = json.loads((run_dir / "run.json").read_text())["stages"]["align"]["wall_time_s"]
+    assert elapsed < align_time + 180
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **SMALL, **{"train.collective_timeout_s": 60}),
+                          ds="zero2", processes=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "[lp] resuming from" in result.stdout

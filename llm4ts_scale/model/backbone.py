@@ -97,9 +97,10 @@ def bnb_config(quantize: str, double_quant: bool, dtype: torch.dtype):
     )
 
 
-def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True) -> tuple[nn.Module, BackboneInfo]:
-    """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks."""
-    from transformers import AutoConfig, AutoModel
+def backbone_config(name: str, layers: int):
+    """(resolved source, HF config cut to `layers` blocks, total blocks): every check that needs no weights,
+    so a run can refuse a bad backbone before it writes anything."""
+    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     source = resolve(name)
@@ -115,6 +116,14 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     if layers > total:
         raise UserError(f"model.layers={layers} exceeds the {total} blocks of backbone {name!r}; set model.layers <= {total}")
     config.num_hidden_layers = layers
+    return source, config, total
+
+
+def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True) -> tuple[nn.Module, BackboneInfo]:
+    """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks."""
+    from transformers import AutoModel
+
+    source, config, total = backbone_config(name, layers)
 
     dtype = compute_dtype() if quantize != "none" else torch.float32
     kwargs = {"config": config, "dtype": dtype}

@@ -15,10 +15,10 @@ from llm4ts_scale.config import RunConfig
 from llm4ts_scale.data.store import open_store
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import file_sha256
-from llm4ts_scale.model.backbone import resolve as resolve_backbone
+from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.run_state import RunState
-from llm4ts_scale.train.stage import run_stage
+from llm4ts_scale.train.stage import run_stage, steps_per_epoch
 from llm4ts_scale.train.weights import load_weights
 
 
@@ -64,6 +64,14 @@ def _broadcast(accelerator, obj):
     return box[0]
 
 
+def _preflight(config: RunConfig, store, world_size: int) -> None:
+    """Refuse data that cannot feed this run before anything is written to the run directory."""
+    d = config.data
+    for split in ("train", "val", "test"):
+        store.num_samples(split, d.seq_len, d.pred_len, d.few_shot_percent if split == "train" else 100)
+    steps_per_epoch(config, store, world_size)
+
+
 def _verified_weights(path: Path, sha256: str | None) -> dict:
     if sha256 is not None and path.is_file() and file_sha256(path) != sha256:
         raise UserError(f"weights file {path} is corrupted (checksum differs from run.json); restore it from a "
@@ -80,7 +88,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
         store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
-        resolve_backbone(config.model.backbone)
+        _preflight(config, store, accelerator.num_processes)
+        backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
     state = _open_run_state(accelerator, config, store.fingerprint, restart)
     if state.finished:
         if main:
