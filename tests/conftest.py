@@ -43,3 +43,25 @@ def ili_store(tmp_path_factory, ili_csv):
     from llm4ts_scale.data.prepare import prepare
 
     return prepare(ili_csv, tmp_path_factory.mktemp("stores") / "ILI")
+
+
+ILI_L, ILI_H = 48, 24
+
+
+@pytest.fixture(scope="session")
+def ili_run_dir(tmp_path_factory):
+    """A finished tiny run on ILI (966 weekly rows keep every evaluation pass to ~1,200 windows),
+    shared by the report and predict tests."""
+    from backbones import tiny_llama
+    from launching import data_dir, launch_train, tiny_run_overrides
+
+    root = tmp_path_factory.mktemp("ili-run")
+    backbone = tiny_llama(root / "backbone", layers=2, hidden=32)
+    run = root / "run"
+    overrides = tiny_run_overrides(backbone, run, **{
+        "data.path": data_dir() / "national_illness.csv", "data.seq_len": ILI_L, "data.pred_len": ILI_H,
+        "train.limit_train_batches": 2, "train.log_with": "none", "stages.align.epochs": 1,
+        "stages.lp.epochs": 2, "stages.ft.epochs": 1})
+    proc = launch_train(overrides, ds=None, processes=1, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return run

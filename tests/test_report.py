@@ -13,25 +13,16 @@ from PIL import Image
 
 from llm4ts_scale.cli import main
 
-from backbones import tiny_llama
-from launching import cli, data_dir, launch_train, tiny_run_overrides
+from conftest import ILI_H as H
+from conftest import ILI_L as L
+from launching import cli, data_dir
 
-# ILI (966 weekly rows, 70/10/20 split) keeps every evaluation pass to ~1,200 windows.
 DATA = "national_illness.csv"
-L, H = 48, 24
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    backbone = tiny_llama(root / "backbone", layers=2, hidden=32)
-    run = root / "run"
-    overrides = tiny_run_overrides(backbone, run, **{
-        "data.path": data_dir() / DATA, "data.seq_len": L, "data.pred_len": H, "train.limit_train_batches": 2, "train.log_with": "none", "stages.align.epochs": 1,
-        "stages.lp.epochs": 2, "stages.ft.epochs": 1})
-    proc = launch_train(overrides, ds=None, processes=1, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return run
+def run_dir(ili_run_dir):
+    return ili_run_dir
 
 
 def naive_step_mse(step: int) -> float:
