@@ -27,34 +27,31 @@ def tiny_gpt2(directory, layers: int = 4, hidden: int = 32, heads: int = 2, posi
     return _save(GPT2LMHeadModel(config), directory)
 
 
+def _tiny_rotary(config_cls, model_cls, directory, layers, hidden, heads, kv_heads, seed, **extra) -> Path:
+    torch.manual_seed(seed)
+    config = config_cls(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=256,
+                        max_position_embeddings=256, bos_token_id=0, eos_token_id=0, **extra)
+    return _save(model_cls(config), directory)
+
+
 def tiny_llama(directory, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=256,
-                         max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    return _save(LlamaForCausalLM(config), directory)
+    return _tiny_rotary(LlamaConfig, LlamaForCausalLM, directory, layers, hidden, heads, kv_heads, seed, pad_token_id=0)
 
 
 def tiny_qwen2(directory, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(seed)
-    config = Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=256,
-                         max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    return _save(Qwen2ForCausalLM(config), directory)
+    return _tiny_rotary(Qwen2Config, Qwen2ForCausalLM, directory, layers, hidden, heads, kv_heads, seed, pad_token_id=0)
 
 
 def tiny_mistral(directory, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
     from transformers import MistralConfig, MistralForCausalLM
 
-    torch.manual_seed(seed)
-    config = MistralConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                           num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=256,
-                           max_position_embeddings=256, sliding_window=None, bos_token_id=0, eos_token_id=0)
-    return _save(MistralForCausalLM(config), directory)
+    return _tiny_rotary(MistralConfig, MistralForCausalLM, directory, layers, hidden, heads, kv_heads, seed,
+                        sliding_window=None)
 
 
 BUILDERS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
