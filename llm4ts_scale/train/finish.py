@@ -28,13 +28,12 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
     started = time.time()
     d = config.data
     model = load_trained_model(config, store.calendar_attrs, weights, accelerator.device)
-    results = {}
-    for split in ("val", "test"):
-        results[split] = evaluate_split(model, store, split, seq_len=d.seq_len, pred_len=d.pred_len,
-                                        batch_size=d.eval_batch_size or d.batch_size, task="forecast",
-                                        rank=accelerator.process_index, world_size=accelerator.num_processes,
-                                        device=accelerator.device, bf16=bf16, show_progress=accelerator.is_main_process,
-                                        num_workers=d.num_workers)
+    # validation was scored every epoch; run.json holds each stage's best
+    results = {"test": evaluate_split(model, store, "test", seq_len=d.seq_len, pred_len=d.pred_len,
+                                      batch_size=d.eval_batch_size or d.batch_size, task="forecast",
+                                      rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                      device=accelerator.device, bf16=bf16, show_progress=accelerator.is_main_process,
+                                      num_workers=d.num_workers)}
     run_dir = Path(config.run_dir)
     if accelerator.is_main_process:
         write_metrics_json(run_dir / "metrics.json", results)
