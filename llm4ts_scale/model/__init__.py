@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+# bitsandbytes warns on every import that an optional CPU kernel package is missing; the CPU path
+# works without it (DESIGN section 5), and the line would break our one-line-error contract.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
 from llm4ts_scale.model.encoder import CALENDAR_SIZES, HOURLY_ATTRS, num_patches
 from llm4ts_scale.model.groups import GROUPS, STAGE_GROUPS
 from llm4ts_scale.model.llm4ts import LLM4TS
