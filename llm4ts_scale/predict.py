@@ -54,7 +54,8 @@ def write_forecast(path: str | Path, timestamps, forecast: np.ndarray, columns: 
         raise UserError(f"--out {path} must end in .csv or .parquet")
 
 
-def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, columns, actual=None) -> None:
+def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, columns, actual=None,
+                  title: str | None = None) -> None:
     """One panel per channel: history, forecast and (where known) the actual values."""
     import matplotlib
 
@@ -72,7 +73,7 @@ def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, c
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper left", ncol=3, fontsize=8, frameon=False)
-    axes[0, 0].set_title(f"{len(future_ts)}-step forecast")
+    axes[0, 0].set_title(title or f"{len(future_ts)}-step forecast")
     fig.autofmt_xdate()
     fig.tight_layout()
     path = Path(path)
@@ -82,11 +83,58 @@ def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, c
     tmp.replace(path)
 
 
-def predict_file(run_dir, data_path, out, plot=None) -> pd.DataFrame:
+@torch.no_grad()
+def backtest(model, config, data: dict, store, batch_size: int = 256):
+    """Forecast the test split block by block (non-overlapping H-step blocks from the test border,
+    each from the L rows before it): (timestamps [N], forecast [N, C], actual [N, C]) in original units."""
+    L, H = config.data.seq_len, config.data.pred_len
+    row_start, row_end = store.split_range("test", L)
+    starts = list(range(row_start + L, row_end - H + 1, H))
+    if not starts:
+        raise UserError(f"the test split of {store.name} holds fewer than {L + H} rows; nothing to backtest")
+    raw, marks, stamps = store.read_rows(row_start, row_end, scaled=False)
+    mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
+    scaled = (raw - mean) / std
+    device = next(model.parameters()).device
+    C = raw.shape[1]
+    xs = np.stack([scaled[s - row_start - L:s - row_start].T for s in starts]).reshape(-1, L)  # [blocks*C, L]
+    ms = np.repeat(np.stack([marks[s - row_start - L:s - row_start] for s in starts]), C, axis=0)
+    preds = []
+    for i in range(0, len(xs), batch_size):
+        x = torch.from_numpy(xs[i:i + batch_size].astype(np.float32)).to(device)
+        m = torch.from_numpy(ms[i:i + batch_size].astype(np.int64)).to(device)
+        preds.append(model(x, m, task="forecast").float().cpu().numpy())
+    pred = np.concatenate(preds).reshape(len(starts), C, H).transpose(0, 2, 1).reshape(-1, C)
+    rows = np.concatenate([np.arange(s, s + H) - row_start for s in starts])
+    return stamps[rows], pred * std + mean, raw[rows]
+
+
+def write_backtest(path, timestamps, forecast, actual, columns) -> None:
+    """Forecast and actual columns side by side (`<column>`, `<column>_actual`)."""
+    table = np.empty((len(timestamps), 2 * len(columns)))
+    table[:, 0::2], table[:, 1::2] = forecast, actual
+    names = [n for c in columns for n in (c, f"{c}_actual")]
+    write_forecast(path, timestamps, table, names)
+
+
+def predict_file(run_dir, data_path, out, plot=None, backtest_split: bool = False) -> pd.DataFrame:
     from llm4ts_scale.export import load_exported_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, config, data = load_exported_model(run_dir, device=device)
+    if backtest_split:
+        from llm4ts_scale.data.store import open_store
+
+        store = open_store(data_path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
+        if list(store.columns) != list(data["columns"]):
+            raise UserError(f"the data's columns {store.columns} differ from the model's {data['columns']}; "
+                            "pass a file with the training columns in the same order")
+        stamps, forecast, actual = backtest(model, config, data, store)
+        write_backtest(out, stamps, forecast, actual, store.columns)
+        if plot:
+            plot_forecast(plot, stamps[:0], actual[:0], stamps, forecast, store.columns, actual=actual,
+                          title=f"backtest over the test split, {config.data.pred_len}-step blocks")
+        return forecast
     timestamps, values, columns = load_frame(data_path, fill=config.data.fill)
     future, forecast = forecast_history(model, config, data, timestamps, values, columns)
     write_forecast(out, future, forecast, columns)

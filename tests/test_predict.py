@@ -69,3 +69,21 @@ def test_predict_writes_parquet_and_refuses_short_history(ili_run_dir, history, 
     frame.rename(columns={"OT": "target"}).to_csv(renamed, index=False)
     result = cli(["predict", str(ili_run_dir), "--data", str(renamed), "--out", str(tmp_path / "y.csv")])
     assert result.returncode == 2 and "columns" in result.stderr and not (tmp_path / "y.csv").exists()
+
+
+def test_backtest_covers_the_test_split_next_to_the_actual_values(ili_run_dir, tmp_path):
+    source = data_dir() / "national_illness.csv"
+    frame = pd.read_csv(source, parse_dates=["date"])
+    out, plot = tmp_path / "backtest.csv", tmp_path / "backtest.png"
+    result = cli(["predict", str(ili_run_dir), "--data", str(source), "--out", str(out), "--plot", str(plot), "--backtest"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out, parse_dates=["date"])
+    n = len(frame)
+    test_border = n - int(n * 0.2)  # DESIGN section 4: 70/10/20
+    blocks = (n - test_border) // ILI_H
+    assert len(table) == blocks * ILI_H
+    assert table["date"].iloc[0] == frame["date"].iloc[test_border]
+    actual = frame.set_index("date").loc[table["date"], "OT"].to_numpy()
+    np.testing.assert_allclose(table["OT_actual"].to_numpy(), actual, rtol=1e-5)
+    assert table["OT"].notna().all() and not np.allclose(table["OT"], table["OT_actual"])
+    assert plot.stat().st_size > 20_000

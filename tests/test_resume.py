@@ -101,8 +101,13 @@ def test_world_size_change_resumes_at_stage_boundary_and_refuses_mid_stage(tmp_p
     assert result.returncode != 0
     assert "relaunch with 1 processes" in result.stderr
     assert sorted(p.name for p in (run_dir / "lp" / "checkpoints").glob("step-*")) == saved
-    result = _attempt(backbone, run_dir, processes=1)
+    # the reverse: 1 process finishes lp and dies in ft before its first checkpoint; 2 processes take over
+    result = _attempt(backbone, run_dir, processes=1, LLM4TS_KILL_AT="ft.step@1")
+    assert result.returncode == -9
+    assert json.loads((run_dir / "run.json").read_text())["stages"]["lp"]["status"] == "done"
+    result = _attempt(backbone, run_dir, processes=2)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads((run_dir / "run.json").read_text())["test"]["status"] == "done"
 
 
 def test_a_dead_rank_stops_the_others_quickly_and_the_run_resumes(tmp_path, backbone):
