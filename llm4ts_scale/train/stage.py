@@ -146,7 +146,8 @@ def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path
             accelerator.log({f"{stage}/train_loss": loss.item(), f"{stage}/lr": scheduler.get_last_lr()[0]},
                             step=progress["global_step"])
             maybe_die(f"{stage}.step")
-            if progress["step"] < steps and progress["global_step"] % t.checkpoint_every_steps == 0:
+            if (progress["step"] < steps and progress["global_step"] % t.checkpoint_every_steps == 0
+                    and accelerator.sync_gradients):  # never inside a gradient-accumulation window
                 save_checkpoint(accelerator, model, ckpt_root, progress)
 
         sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_count"]],
