@@ -7,6 +7,7 @@ two see the same rules.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _parse_dates(column: pd.Series, name: str, is_csv: bool) -> np.ndarray:
-    try:
-        parsed = pd.to_datetime(column)
-    except (ValueError, TypeError, OverflowError):
-        parsed = pd.to_datetime(column, errors="coerce", format="mixed")
+    with warnings.catch_warnings():  # pandas' format-guessing warnings would break the one-line error
+        warnings.simplefilter("ignore")
+        try:
+            parsed = pd.to_datetime(column)
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.to_datetime(column, errors="coerce", format="mixed")
     missing = np.flatnonzero(pd.isna(parsed).to_numpy())
     if len(missing):
         row = int(missing[0])
