@@ -27,7 +27,7 @@ def _peft_modules(model: torch.nn.Module):
 def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Module, weights: dict, metrics: dict) -> None:
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    save_weights({k: v for k, v in weights.items() if not k.startswith("align_head.")}, export_dir / "weights.safetensors")
+    save_weights(weights, export_dir / "weights.safetensors")  # the last stage's (lp or ft): no alignment head
     for peft_model in _peft_modules(model)[:1]:
         peft_model.save_pretrained(str(export_dir / "adapter"))
     atomic_write_json(export_dir / "config.json", {

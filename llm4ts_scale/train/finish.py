@@ -20,7 +20,7 @@ from llm4ts_scale.train.weights import load_tunable_state
 
 def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict, device):
     model = build_model(config, calendar_attrs)
-    load_tunable_state(model, {k: v for k, v in state.items() if not k.startswith("align_head.")}, source="trained weights")
+    load_tunable_state(model, state, source="trained weights")  # lp/ft weights: no alignment head
     return model.to(device).eval()
 
 
