@@ -39,7 +39,7 @@ class DataConfig:
 class LoraConfig:
     r: int = 8
     alpha: int = 32
-    dropout: float = 0.1
+    dropout: float = 0.0  # not part of the LLM4TS method; every mask costs as much as a block's matmuls on CPU
     targets: Any = "auto"  # "auto" (PEFT's mapping for the architecture) or a list of module names
 
 
@@ -53,6 +53,10 @@ class ModelConfig:
     tune_norms: bool = True
     tune_positions: bool = True  # learned absolute position tables of the backbone (GPT-2's wpe)
     temporal_pooling: str = "first"  # first | mean
+    calendar: Any = "auto"  # auto (every attribute the data's frequency resolves) | none | a list, e.g. [hour,weekday]
+    embed_init: str = "backbone"  # backbone: encoder output on the LLM's token-embedding scale | default: PyTorch's
+    backbone_init: str = "pretrained"  # pretrained | random (same architecture, fresh weights: does the LLM matter?)
+    attention: str = "auto"  # auto | eager | sdpa | flash_attention_2 (auto: measured per device and token count)
     revin_affine: bool = True
     conv_kernel: int = 3
     dropout: float = 0.1
@@ -63,7 +67,7 @@ class StageConfig:
     epochs: int = 1
     lr: float = 1.0e-3
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | constant | type1 (halve every epoch) | type3 (x0.9 per epoch after 3)
     warmup_ratio: float = 0.1
 
 
@@ -81,7 +85,9 @@ class TrainConfig:
     patience: int = 3  # early stopping on validation loss
     limit_train_batches: Optional[int] = None  # cap per epoch, for smoke runs; evaluation is never capped
     checkpoint_every_steps: int = 500  # besides every epoch end
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs and on CPUs with native bf16, else no) | no | bf16
+    lp_feature_cache: str = "auto"  # auto | on | off: compute the frozen features once per LP stage
+    feature_cache_gb: float = 8.0  # auto turns the LP cache off when a rank's features would exceed this
     log_with: str = "tensorboard"  # tensorboard | none
     collective_timeout_s: int = 120
 
@@ -272,11 +278,19 @@ def validate(c: RunConfig) -> None:
     _check(m.lora.targets == "auto" or (isinstance(m.lora.targets, list) and all(isinstance(x, str) for x in m.lora.targets)),
            "model.lora.targets must be auto or a list of module names, e.g. [q_proj,v_proj]")
     _check(m.conv_kernel % 2 == 1, f"model.conv_kernel must be odd, got {m.conv_kernel}")
+    _check(m.calendar in ("auto", "none") or (isinstance(m.calendar, list) and all(isinstance(a, str) for a in m.calendar)),
+           "model.calendar must be auto, none or a list of calendar attributes, e.g. [hour,weekday]")
+    _check(m.embed_init in ("backbone", "default"), f"model.embed_init={m.embed_init!r} is unknown; use backbone or default")
+    _check(m.backbone_init in ("pretrained", "random"),
+           f"model.backbone_init={m.backbone_init!r} is unknown; use pretrained or random")
+    _check(m.attention in ("auto", "eager", "sdpa", "flash_attention_2"),
+           f"model.attention={m.attention!r} is unknown; use auto, eager, sdpa or flash_attention_2")
     for name in STAGE_NAMES:
         s = getattr(c.stages, name)
         _check(s.epochs >= 0, f"stages.{name}.epochs must be >= 0")
         _check(s.lr > 0, f"stages.{name}.lr must be positive")
-        _check(s.schedule in ("cosine", "constant"), f"stages.{name}.schedule={s.schedule!r} is unknown; use cosine or constant")
+        _check(s.schedule in ("cosine", "constant", "type1", "type3"),
+               f"stages.{name}.schedule={s.schedule!r} is unknown; use cosine, constant, type1 or type3")
         _check(0 <= s.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
     _check(bool(c.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
     _check(c.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
@@ -284,6 +298,8 @@ def validate(c: RunConfig) -> None:
     _check(t.patience >= 1, "train.patience must be >= 1")
     _check(t.limit_train_batches is None or t.limit_train_batches > 0, "train.limit_train_batches must be positive or null")
     _check(t.checkpoint_every_steps > 0, "train.checkpoint_every_steps must be positive")
-    _check(t.mixed_precision in ("auto", "no", "bf16", "fp16"), "train.mixed_precision must be auto, no, bf16 or fp16")
+    _check(t.mixed_precision in ("auto", "no", "bf16"), "train.mixed_precision must be auto, no or bf16")
+    _check(t.lp_feature_cache in ("auto", "on", "off"), "train.lp_feature_cache must be auto, on or off")
+    _check(t.feature_cache_gb > 0, "train.feature_cache_gb must be positive")
     _check(t.log_with in ("tensorboard", "none"), "train.log_with must be tensorboard or none")
     _check(t.collective_timeout_s > 0, "train.collective_timeout_s must be positive")

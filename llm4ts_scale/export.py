@@ -17,14 +17,15 @@ import torch
 from llm4ts_scale.config import RunConfig, config_from_dict
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json
-from llm4ts_scale.train.weights import load_tunable_state, load_weights, save_weights
+from llm4ts_scale.weights import load_tunable_state, load_weights, save_weights
 
 
 def _peft_modules(model: torch.nn.Module):
     return [m for m in model.modules() if hasattr(m, "peft_config") and hasattr(m, "save_pretrained")]
 
 
-def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Module, weights: dict, metrics: dict) -> None:
+def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Module, weights: dict, metrics: dict,
+                 precision: str = "no") -> None:
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     save_weights(weights, export_dir / "weights.safetensors")  # the last stage's (lp or ft): no alignment head
@@ -41,11 +42,12 @@ def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Mod
             "fingerprint": store.fingerprint,
         },
         "metrics": metrics,
+        "precision": precision,  # the arithmetic training validated and tested in; evaluation reuses it
     })
 
 
-def read_export(run_or_export_dir: str | Path) -> tuple[RunConfig, dict, Path]:
-    """(config, data facts, export dir) from a run directory or its export/ directory."""
+def read_export(run_or_export_dir: str | Path) -> tuple[RunConfig, dict, Path, str]:
+    """(config, data facts, export dir, precision) from a run directory or its export/ directory."""
     path = Path(run_or_export_dir)
     export_dir = path / "export" if (path / "export").is_dir() else path
     meta_path = export_dir / "config.json"
@@ -57,18 +59,18 @@ def read_export(run_or_export_dir: str | Path) -> tuple[RunConfig, dict, Path]:
         config = config_from_dict(meta["config"])
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
         raise UserError(f"{meta_path} is corrupted; re-export by re-running the training command") from None
-    return config, meta["data"], export_dir
+    return config, meta["data"], export_dir, meta.get("precision", "no")
 
 
 def load_exported_model(run_or_export_dir: str | Path, device="cpu", overrides: list[str] | None = None):
     """Rebuild the trained forecaster: backbone from its id/path, the rest from weights.safetensors."""
     from llm4ts_scale.model import build_model
 
-    config, data, export_dir = read_export(run_or_export_dir)
+    config, data, export_dir, precision = read_export(run_or_export_dir)
     if overrides:
         from llm4ts_scale.config import merge_dicts, parse_overrides
 
         config = config_from_dict(merge_dicts(config.to_dict(), parse_overrides(overrides)))
-    model = build_model(config, data["calendar_attrs"])
+    model = build_model(config, data["calendar_attrs"], precision, device_type=torch.device(device).type)
     load_tunable_state(model, load_weights(export_dir / "weights.safetensors"), source=str(export_dir / "weights.safetensors"))
-    return model.to(device).eval(), config, data
+    return model.to(device).eval(), config, data, precision

@@ -18,22 +18,21 @@ def future_timestamps(last: np.datetime64, freq: str, horizon: int) -> pd.Dateti
     return pd.date_range(start=pd.Timestamp(last), periods=horizon + 1, freq=freq)[1:]
 
 
-@torch.no_grad()
-def forecast_history(model, config, data: dict, timestamps: np.ndarray, values: np.ndarray, columns: list[str]):
-    """(future timestamps [H], forecast [H, C] in original units) from the last L rows of a history."""
+def forecast_history(loaded, timestamps: np.ndarray, values: np.ndarray, columns: list[str]):
+    """(future timestamps [H], forecast [H, C] in original units) from the last L rows of a history;
+    `loaded`: an llm4ts_scale.inference.LoadedModel."""
+    from llm4ts_scale.inference import check_columns
+
+    config, data = loaded.config, loaded.data
     L, H = config.data.seq_len, config.data.pred_len
-    if list(columns) != list(data["columns"]):
-        raise UserError(f"the data's columns {columns} differ from the model's {data['columns']}; "
-                        "pass a file with the training columns in the same order")
+    check_columns(columns, loaded)
     if len(values) < L:
         raise UserError(f"the history has {len(values)} rows but the model looks back {L}; pass at least {L} rows")
     mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
     x = ((values[-L:] - mean) / std).T.astype(np.float32)  # [C, L]
     marks = calendar_marks(timestamps[-L:], data["calendar_attrs"])  # [L, A]
-    device = next(model.parameters()).device
-    x_t = torch.from_numpy(x).to(device)
-    marks_t = torch.from_numpy(marks).to(device).unsqueeze(0).expand(x.shape[0], -1, -1)
-    scaled = model(x_t, marks_t, task="forecast").float().cpu().numpy()  # [C, H]
+    marks_t = torch.from_numpy(marks).unsqueeze(0).expand(x.shape[0], -1, -1)
+    scaled = loaded.forecast(torch.from_numpy(x), marks_t).cpu().numpy()  # [C, H]
     forecast = scaled.T * std + mean
     return future_timestamps(timestamps[-1], data["freq"], H), forecast
 
@@ -83,10 +82,10 @@ def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, c
     tmp.replace(path)
 
 
-@torch.no_grad()
-def backtest(model, config, data: dict, store, batch_size: int = 256):
+def backtest(loaded, store, batch_size: int = 256):
     """Forecast the test split block by block (non-overlapping H-step blocks from the test border,
     each from the L rows before it): (timestamps [N], forecast [N, C], actual [N, C]) in original units."""
+    config, data = loaded.config, loaded.data
     L, H = config.data.seq_len, config.data.pred_len
     row_start, row_end = store.split_range("test", L)
     starts = list(range(row_start + L, row_end - H + 1, H))
@@ -95,15 +94,14 @@ def backtest(model, config, data: dict, store, batch_size: int = 256):
     raw, marks, stamps = store.read_rows(row_start, row_end, scaled=False)
     mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
     scaled = (raw - mean) / std
-    device = next(model.parameters()).device
     C = raw.shape[1]
     xs = np.stack([scaled[s - row_start - L:s - row_start].T for s in starts]).reshape(-1, L)  # [blocks*C, L]
     ms = np.repeat(np.stack([marks[s - row_start - L:s - row_start] for s in starts]), C, axis=0)
     preds = []
     for i in range(0, len(xs), batch_size):
-        x = torch.from_numpy(xs[i:i + batch_size].astype(np.float32)).to(device)
-        m = torch.from_numpy(ms[i:i + batch_size].astype(np.int64)).to(device)
-        preds.append(model(x, m, task="forecast").float().cpu().numpy())
+        x = torch.from_numpy(xs[i:i + batch_size].astype(np.float32))
+        m = torch.from_numpy(ms[i:i + batch_size].astype(np.int64))
+        preds.append(loaded.forecast(x, m).cpu().numpy())
     pred = np.concatenate(preds).reshape(len(starts), C, H).transpose(0, 2, 1).reshape(-1, C)
     rows = np.concatenate([np.arange(s, s + H) - row_start for s in starts])
     return stamps[rows], pred * std + mean, raw[rows]
@@ -118,25 +116,20 @@ def write_backtest(path, timestamps, forecast, actual, columns) -> None:
 
 
 def predict_file(run_dir, data_path, out, plot=None, backtest_split: bool = False) -> pd.DataFrame:
-    from llm4ts_scale.export import load_exported_model
+    from llm4ts_scale.inference import load_model, open_checked_store
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, config, data = load_exported_model(run_dir, device=device)
+    loaded = load_model(run_dir)
+    config = loaded.config
     if backtest_split:
-        from llm4ts_scale.data.store import open_store
-
-        store = open_store(data_path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
-        if list(store.columns) != list(data["columns"]):
-            raise UserError(f"the data's columns {store.columns} differ from the model's {data['columns']}; "
-                            "pass a file with the training columns in the same order")
-        stamps, forecast, actual = backtest(model, config, data, store)
+        store = open_checked_store(loaded, data_path)
+        stamps, forecast, actual = backtest(loaded, store)
         write_backtest(out, stamps, forecast, actual, store.columns)
         if plot:
             plot_forecast(plot, stamps[:0], actual[:0], stamps, forecast, store.columns, actual=actual,
                           title=f"backtest over the test split, {config.data.pred_len}-step blocks")
         return forecast
     timestamps, values, columns = load_frame(data_path, fill=config.data.fill)
-    future, forecast = forecast_history(model, config, data, timestamps, values, columns)
+    future, forecast = forecast_history(loaded, timestamps, values, columns)
     write_forecast(out, future, forecast, columns)
     if plot:
         L = config.data.seq_len

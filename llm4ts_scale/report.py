@@ -41,29 +41,19 @@ def read_run(run_dir: Path) -> tuple[dict, dict | None]:
 
 def compute_step_errors(run_dir: Path, data_path: str | None, batch_size: int | None) -> tuple[StepErrors, StepErrors]:
     """Evaluate the exported model per step on the test split (UserError if the data changed)."""
-    import torch
-
-    from llm4ts_scale.data.store import open_store
-    from llm4ts_scale.export import load_exported_model
+    from llm4ts_scale.inference import load_model, open_checked_store
     from llm4ts_scale.step_errors import step_errors
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, config, data = load_exported_model(run_dir, device=device)
-    d = config.data
-    store = open_store(data_path or d.path, split=d.split, freq=d.freq, fill=d.fill)
-    if data_path is None and store.fingerprint != data["fingerprint"]:
-        raise UserError(f"the data at {d.path} changed since training (fingerprint differs); pass --data with "
-                        "the original file, or --no-eval to skip the per-step evaluation")
-    if list(store.calendar_attrs) != list(data["calendar_attrs"]):
-        raise UserError(f"the data's calendar attributes {store.calendar_attrs} differ from the model's "
-                        f"{data['calendar_attrs']}; pass --data with the training frequency")
-    return step_errors(model, store, "test", d.seq_len, d.pred_len, batch_size or d.eval_batch_size or d.batch_size,
-                       device=device)
+    loaded = load_model(run_dir)
+    store = open_checked_store(loaded, data_path, changed_hint="pass --data with the original file, or --no-eval "
+                                                                "to skip the per-step evaluation")
+    d = loaded.config.data
+    return step_errors(loaded, store, "test", d.seq_len, d.pred_len, batch_size or d.eval_batch_size or 256)
 
 
 def ordered_stages(run: dict) -> dict:
     """run.json's stages in training order (the file stores keys sorted: align, ft, lp)."""
-    from llm4ts_scale.config import STAGE_NAMES
+    from llm4ts_scale.stages import STAGE_NAMES
 
     stages = run["stages"]
     order = [n for n in STAGE_NAMES if n in stages] + [n for n in stages if n not in STAGE_NAMES]

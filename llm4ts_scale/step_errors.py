@@ -52,19 +52,17 @@ class StepAccumulator:
         return StepErrors((self.sq / self.samples).numpy(), (self.abs / self.samples).numpy(), self.samples)
 
 
-@torch.no_grad()
-def step_errors(model, store, split: str, seq_len: int, pred_len: int, batch_size: int,
-                device: torch.device | str = "cpu", baseline: str = "naive") -> tuple[StepErrors, StepErrors]:
-    """(model, baseline) per-step errors on every window of `split` (single process, no window dropped)."""
+def step_errors(loaded, store, split: str, seq_len: int, pred_len: int, batch_size: int,
+                baseline: str = "naive") -> tuple[StepErrors, StepErrors]:
+    """(model, baseline) per-step errors on every window of `split` (single process, no window dropped);
+    `loaded`: an llm4ts_scale.inference.LoadedModel."""
     from llm4ts_scale.baselines import baseline_forecast
     from llm4ts_scale.data.windows import make_loader
 
     ours, theirs = StepAccumulator(pred_len), StepAccumulator(pred_len)
-    model.eval()
     for batch in make_loader(store, split, seq_len, pred_len, batch_size):
         x, y = batch["x"], batch["y"]
-        pred = model(x.to(device), batch["x_mark"].to(device), task="forecast")
-        ours.update(pred.float(), y)
+        ours.update(loaded.forecast(x, batch["x_mark"]), y)
         theirs.update(baseline_forecast(baseline, x, pred_len).float(), y)
     return ours.result(), theirs.result()
 

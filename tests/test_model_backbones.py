@@ -48,7 +48,7 @@ def test_heads_shapes_and_layers_loaded(paths, arch, quantize):
     model = make(paths, arch, f"model.quantize={quantize}")
     x, x_mark = batch()
     assert model(x, x_mark).shape == (3, H)
-    pred, target = model(x, x_mark, task="align")
+    pred, target = model(x, x_mark, task="align", future=x[:, -S:])
     assert pred.shape == target.shape == (3, T - 1, P)
     assert model.info.layers_loaded == 2 and model.info.layers_total == 4
     blocks = [m for m in model.backbone.modules() if type(m).__name__.endswith(("Block", "DecoderLayer"))]
@@ -120,7 +120,7 @@ def test_trainable_and_gradients_exactly_the_stage_groups(paths, arch, quantize,
             assert p.requires_grad == (group in STAGE_GROUPS[stage]), (group, name)
     x, x_mark = batch()
     if stage == "align":
-        pred, target = model(x, x_mark, task="align")
+        pred, target = model(x, x_mark, task="align", future=x[:, -S:])
         loss = torch.nn.functional.mse_loss(pred, target)
     else:
         loss = torch.nn.functional.mse_loss(model(x, x_mark), torch.randn(3, H))

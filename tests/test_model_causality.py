@@ -42,23 +42,32 @@ def test_future_patches_do_not_change_past_predictions(paths, arch, pooling, qua
     model = model_for(paths[arch], f"model.temporal_pooling={pooling}", f"model.quantize={quantize}",
                       "model.conv_kernel=5")
     z, x_mark = torch.randn(2, L), marks(2)
+    future = torch.randn(2, S)
     with torch.no_grad():
-        pred, _ = model.align_normalized(z, x_mark)
+        pred, _ = model.align_normalized(z, future, x_mark)
         for t in (0, T // 2, T - 3):
             cut = t * S + P  # patches 0..t end before `cut`; patch t+1 reaches past it
             z2, m2 = z.clone(), x_mark.clone()
             z2[:, cut:] += torch.randn(2, L - cut) * 3
             m2[:, cut:] = (m2[:, cut:] + 3) % 7
-            pred2, _ = model.align_normalized(z2, m2)
+            pred2, _ = model.align_normalized(z2, future, m2)
             assert torch.allclose(pred[:, : t + 1], pred2[:, : t + 1], atol=1e-5), t
             assert not torch.allclose(pred[:, t + 1], pred2[:, t + 1], atol=1e-5), t
 
 
 def test_target_is_the_next_patch_in_normalized_units(paths):
+    """Every target is a true patch of the series (none is padding): the last one ends with the S values
+    after the look-back, normalized with the look-back's statistics only."""
     model = model_for(paths["llama"])
-    x = torch.randn(2, L) * 7 + 20
-    pred, target = model(x, marks(2), task="align")
-    z = (x - x.mean(1, keepdim=True)) / x.std(1, unbiased=False, keepdim=True)
+    series = torch.randn(2, L + S) * 7 + 20
+    x, future = series[:, :L], series[:, L:]
+    pred, target = model(x, marks(2), task="align", future=future)
+    mean, std = x.mean(1, keepdim=True), x.std(1, unbiased=False, keepdim=True)
+    z_series = (series - mean) / std
     assert pred.shape == target.shape == (2, T - 1, P)
-    assert torch.allclose(target, patchify(z, P, S)[:, 1:], atol=1e-4)
-    assert torch.allclose(target[:, 0], z[:, S:S + P], atol=1e-4)
+    assert torch.allclose(target[:, 0], z_series[:, S:S + P], atol=1e-4)
+    assert torch.allclose(target[:, -1], z_series[:, L + S - P:], atol=1e-4)
+    assert torch.allclose(target[:, -1, -S:], (future - mean) / std, atol=1e-4)
+    for t in range(T - 1):
+        assert torch.allclose(target[:, t], z_series[:, (t + 1) * S:(t + 1) * S + P], atol=1e-4)
+    assert not torch.allclose(target[:, -1], patchify(z_series[:, :L], P, S)[:, -1], atol=1e-3)  # not padding

@@ -1,15 +1,15 @@
 """Channel-independent windows streamed from a store through a `datasets.IterableDataset`.
 
 Sharding: a split's windows are cut into shards of (channel, block of consecutive windows);
-datasets gives rank r the shards at positions r, r + world_size, ... and splits those across
-DataLoader workers, so every window is produced exactly once per epoch. Each shard reads its
-rows once from the memory-mapped store and yields numpy views, so memory stays bounded by the
-shuffle buffer, not the dataset.
+rank r takes the shards at positions r, r + world_size, ... of a fixed plan, and datasets splits
+those across DataLoader workers, so every window is produced exactly once per epoch. Each shard
+reads its rows once from the memory-mapped store and yields numpy views, so memory stays bounded
+by the shuffle buffer, not the dataset.
 
-The shard order is frozen (`skip(0)`: datasets keeps the shard order of skipped/taken datasets
-fixed) so that a rank's set of windows, hence `rank_num_samples`, does not change with the
-epoch or seed; training order still changes per epoch through the seeded shuffle buffer, fed
-from a fixed pseudo-random interleaving of channels and time blocks.
+A rank's SET of windows never changes (so `rank_num_samples` is exact for every epoch and seed, and
+ranks run in lockstep), but for training its shards are small (8 windows) and datasets reshuffles
+their order every epoch before the seeded shuffle buffer: a batch then mixes windows from about as
+many (channel, time) places as an i.i.d. shuffle would, even on series far longer than the buffer.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import numpy as np
 
 from llm4ts_scale.data.store import SeriesStore
 
-WINDOWS_PER_SHARD = 512
+WINDOWS_PER_SHARD = 512  # evaluation: order does not matter, big shards read least
+TRAIN_WINDOWS_PER_SHARD = 8  # training: a 10k-window buffer then spans ~1,250 places of the series
 MIN_SHARDS_PER_RANK = 8  # so DataLoader workers on each rank get shards too
-_SHARD_ORDER_SEED = 20231  # fixed: shard order must not depend on the run's seed
+_SHARD_ORDER_SEED = 20231  # fixed: which rank gets which shard must not depend on the run's seed or epoch
 
 
 def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
@@ -34,7 +35,8 @@ def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     per_channel = store.num_windows(split, seq_len, pred_len, few_shot_percent)  # UserError if too short
     channels = store.n_channels
-    blocks = max(-(-per_channel // WINDOWS_PER_SHARD), -(-MIN_SHARDS_PER_RANK * world_size // channels))
+    size = TRAIN_WINDOWS_PER_SHARD if split == "train" else WINDOWS_PER_SHARD
+    blocks = max(-(-per_channel // size), -(-MIN_SHARDS_PER_RANK * world_size // channels))
     blocks = min(blocks, per_channel)
     bounds = [k * per_channel // blocks for k in range(blocks + 1)]
     shards = [(c, bounds[k], bounds[k + 1]) for c in range(channels) for k in range(blocks)]
@@ -78,17 +80,18 @@ def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, 
 def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, *, few_shot_percent: int = 100,
                    shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 10000, rank: int = 0,
                    world_size: int = 1):
-    """`datasets.IterableDataset` of dicts: x float32 [L] (scaled), y float32 [H], x_mark int64 [L, A],
-    y_mark int64 [H, A], channel, start (first row of the window in the store).
+    """`datasets.IterableDataset` of this rank's dicts: x float32 [L] (scaled), y float32 [H],
+    x_mark int64 [L, A], y_mark int64 [H, A], channel, start (first row of the window in the store).
 
-    Call `.set_epoch(epoch)` for a new shuffle order each epoch; evaluation (shuffle=False)
-    always yields the same order.
+    Call `.set_epoch(epoch)` for a new shuffle order each epoch (shard order and buffer);
+    evaluation (shuffle=False) always yields the same order.
     """
     from datasets import IterableDataset
-    from datasets.distributed import split_dataset_by_node
     from datasets.iterable_dataset import ExamplesIterable
 
-    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world_size {world_size}")
+    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)[rank::world_size]
     row_start, _ = store.split_range(split, seq_len, few_shot_percent)
     # Built from an ExamplesIterable rather than IterableDataset.from_generator: the latter goes
     # through a dataset builder that hashes the arguments and leaves a lock file per dataset in
@@ -99,11 +102,8 @@ def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, 
         {"shards": shards, "store": store, "row_start": row_start, "seq_len": seq_len, "pred_len": pred_len},
     )
     ds = IterableDataset(examples)
-    ds = ds.skip(0)  # freeze the shard order: rank/worker assignment independent of epoch and seed
-    if shuffle:
+    if shuffle:  # reshuffles the order of this rank's shards every epoch, then a buffer shuffle
         ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    if world_size > 1:
-        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
     return ds
 
 
@@ -138,7 +138,8 @@ def make_loader(store: SeriesStore, split: str, seq_len: int, pred_len: int, bat
 
     ds = window_dataset(store, split, seq_len, pred_len, few_shot_percent=few_shot_percent, shuffle=shuffle,
                         seed=seed, shuffle_buffer=shuffle_buffer, rank=rank, world_size=world_size)
-    ds.set_epoch(epoch)
+    if shuffle:  # (datasets reorders shards for any non-zero epoch, so evaluation never sets one)
+        ds.set_epoch(epoch)
     # Own generator: creating the loader must not draw from torch's global RNG, or a resumed run
     # (RNG restored from a checkpoint, then a new loader) would see different dropout masks.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -32,6 +32,9 @@ class BackboneInfo:
     max_positions: int | None  # learned absolute position tables cap the number of tokens
     quantize: str
     compute_dtype: torch.dtype
+    attention: str  # the attention implementation in use
+    embed_std: float  # std of the pretrained token-embedding table (the scale blocks expect as input)
+    init: str = "pretrained"
 
 
 class TokenEmbeddingsDropped(nn.Module):
@@ -80,8 +83,19 @@ def _load_error(name: str, err: Exception) -> UserError:
     )
 
 
-def compute_dtype() -> torch.dtype:
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+# Below this many tokens the eager (matmul + softmax) attention beats PyTorch's CPU SDPA kernel,
+# forward + backward (measured with tools/bench_model.py's shapes on a 2-core Xeon: 79 vs 85 ms at
+# T=42; SDPA wins from T=64 on: 111 vs 135 ms, and by 2x at T=256).
+CPU_EAGER_MAX_TOKENS = 48
+
+
+def attention_implementation(requested: str, device_type: str, num_tokens: int) -> str:
+    """`auto`: SDPA (flash kernels) on GPUs; on CPUs the faster of eager/SDPA for this token count."""
+    if requested != "auto":
+        return requested
+    if device_type == "cpu" and num_tokens <= CPU_EAGER_MAX_TOKENS:
+        return "eager"
+    return "sdpa"
 
 
 def bnb_config(quantize: str, double_quant: bool, dtype: torch.dtype):
@@ -119,22 +133,29 @@ def backbone_config(name: str, layers: int):
     return source, config, total
 
 
-def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True) -> tuple[nn.Module, BackboneInfo]:
-    """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks."""
+def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True, *,
+                  compute_dtype: torch.dtype = torch.float32, attention: str = "sdpa",
+                  init: str = "pretrained") -> tuple[nn.Module, BackboneInfo]:
+    """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks.
+
+    The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
+    bf16 run does not cast them on every call; the small trainable ones (norms, position tables)
+    stay fp32. `init="random"` builds the same architecture with fresh weights from a fixed seed
+    (reproducible in every stage and in a fresh process, since frozen weights are never saved).
+    """
     from transformers import AutoModel
 
     source, config, total = backbone_config(name, layers)
-
-    dtype = compute_dtype() if quantize != "none" else torch.float32
-    kwargs = {"config": config, "dtype": dtype}
+    kwargs = {"config": config, "dtype": compute_dtype, "attn_implementation": attention}
     if quantize != "none":
-        kwargs["quantization_config"] = bnb_config(quantize, double_quant, dtype)
+        kwargs["quantization_config"] = bnb_config(quantize, double_quant, compute_dtype)
     try:
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(source, **kwargs)
+        with quiet_transformers(), _random_weights(source, config, init) as weights_dir:
+            model = AutoModel.from_pretrained(weights_dir, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
 
+    embed_std = float(model.get_input_embeddings().weight.detach().float().std())
     model.set_input_embeddings(TokenEmbeddingsDropped())
     _upcast_small_weights(model)
     _keep_4bit_layout(model)
@@ -142,16 +163,40 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     info = BackboneInfo(
         name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
         layers_total=total, layers_loaded=_count_blocks(model), hidden_size=config.hidden_size,
-        max_positions=_learned_position_limit(model), quantize=quantize, compute_dtype=dtype,
+        max_positions=_learned_position_limit(model), quantize=quantize, compute_dtype=compute_dtype,
+        attention=attention, embed_std=embed_std, init=init,
     )
     return model, info
 
 
+RANDOM_INIT_SEED = 0
+
+
+@contextlib.contextmanager
+def _random_weights(source: str, config, init: str):
+    """Yield the directory to load weights from: the source itself, or (init="random") a temporary
+    checkpoint of a freshly initialized model, so that 4-bit loading works the same way."""
+    if init == "pretrained":
+        yield source
+        return
+    import tempfile
+
+    from transformers import AutoModel
+
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="llm4ts-random-") as tmp:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        AutoModel.from_config(config, dtype=torch.float32).save_pretrained(tmp)
+        yield tmp
+
+
 def _upcast_small_weights(model: nn.Module) -> None:
-    """Keep non-quantized weights (norms, position tables, biases) in fp32: they are the trainable ones."""
-    for p in model.parameters():
-        if p.is_floating_point() and p.dtype != torch.float32 and not is_quantized(p):
-            p.data = p.data.float()
+    """Keep the small weights that may train (norms, position tables, biases) in fp32; frozen
+    matrices stay in the compute dtype."""
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            small = p.dim() < 2 or isinstance(module, nn.Embedding)
+            if small and p.is_floating_point() and p.dtype != torch.float32 and not is_quantized(p):
+                p.data = p.data.float()
 
 
 def _keep_4bit_layout(model: nn.Module) -> None:

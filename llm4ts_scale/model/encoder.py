@@ -88,27 +88,42 @@ class CausalTokenConv(nn.Module):
 class TemporalEmbedding(nn.Module):
     """One learned table per calendar attribute (integers in, summed), pooled per patch.
 
-    Pooling `first` takes each patch's first timestamp (the paper); `mean` averages the per-step
-    embeddings over the patch.
+    `attrs` are the attributes of the data's x_mark columns, in order; `use` the subset that gets a
+    table. Pooling `first` takes each patch's first timestamp (the paper); `mean` averages the
+    per-step embeddings over the patch.
+
+    With `zero_init` the tables start at zero: a value never seen in training (a few-shot run sees
+    one or two months) then adds nothing at test time, instead of a random vector as large as the
+    signal. Gradients still reach every row that training indexes.
     """
 
-    def __init__(self, attrs: list[str], d_model: int, patch_len: int, stride: int, pooling: str = "first"):
+    def __init__(self, attrs: list[str], d_model: int, patch_len: int, stride: int, pooling: str = "first",
+                 use: list[str] | None = None, zero_init: bool = False):
         super().__init__()
-        unknown = [a for a in attrs if a not in CALENDAR_SIZES]
+        use = list(attrs) if use is None else list(use)
+        unknown = [a for a in list(attrs) + use if a not in CALENDAR_SIZES]
         if unknown:
             raise ValueError(f"unknown calendar attribute {unknown[0]!r}; known: {list(CALENDAR_SIZES)}")
+        missing = [a for a in use if a not in attrs]
+        if missing:
+            raise ValueError(f"calendar attribute {missing[0]!r} is not in the data's attributes {list(attrs)}")
         if pooling not in ("first", "mean"):
             raise ValueError(f"temporal pooling {pooling!r} is unknown; use first or mean")
-        self.attrs = list(attrs)
+        self.data_attrs = list(attrs)
+        self.attrs = [a for a in attrs if a in use]  # data order
+        self.columns = [self.data_attrs.index(a) for a in self.attrs]
         self.patch_len, self.stride, self.pooling = patch_len, stride, pooling
-        self.tables = nn.ModuleDict({a: nn.Embedding(CALENDAR_SIZES[a], d_model) for a in attrs})
+        self.tables = nn.ModuleDict({a: nn.Embedding(CALENDAR_SIZES[a], d_model) for a in self.attrs})
+        if zero_init:
+            for table in self.tables.values():
+                nn.init.zeros_(table.weight)
 
     def forward(self, x_mark: torch.Tensor) -> torch.Tensor | None:  # [B, L, A] -> [B, T, D]
         if not self.attrs:
             return None
-        if x_mark.shape[-1] != len(self.attrs):
-            raise ValueError(f"x_mark has {x_mark.shape[-1]} calendar columns, the model expects {self.attrs}")
-        marks = patchify(x_mark.long(), self.patch_len, self.stride)  # [B, T, P, A]
+        if x_mark.shape[-1] != len(self.data_attrs):
+            raise ValueError(f"x_mark has {x_mark.shape[-1]} calendar columns, the model expects {self.data_attrs}")
+        marks = patchify(x_mark[..., self.columns].long(), self.patch_len, self.stride)  # [B, T, P, A]
         if self.pooling == "first":
             marks = marks[:, :, :1]
         emb = sum(table(marks[..., i]) for i, table in enumerate(self.tables.values()))  # [B, T, p, D]
@@ -116,23 +131,39 @@ class TemporalEmbedding(nn.Module):
 
 
 class PatchEncoder(nn.Module):
-    """token + positional (learned, per patch index) + temporal encodings, summed, then dropout."""
+    """token + positional (learned, per patch index) + temporal encodings, summed, then dropout.
+
+    `embed_scale` (the backbone's own token-embedding std) puts the sum on the scale the pretrained
+    blocks were trained on: in a pre-norm decoder each block adds an update of roughly fixed size to
+    the residual stream, so an input 20x larger than a token embedding leaves the blocks little say.
+    None keeps PyTorch's default initialization (conv: Kaiming, tables: N(0, 1)).
+    `positions=False` when the backbone adds its own learned absolute positions (GPT-2's wpe).
+    """
 
     def __init__(self, *, seq_len: int, patch_len: int, stride: int, d_model: int, calendar_attrs: list[str],
-                 pooling: str = "first", conv_kernel: int = 3, dropout: float = 0.1):
+                 pooling: str = "first", conv_kernel: int = 3, dropout: float = 0.1, calendar_use: list[str] | None = None,
+                 embed_scale: float | None = None, positions: bool = True):
         super().__init__()
         self.patch_len, self.stride = patch_len, stride
         self.num_patches = num_patches(seq_len, patch_len, stride)
         self.token = CausalTokenConv(patch_len, d_model, conv_kernel)
-        self.position = nn.Embedding(self.num_patches, d_model)
-        self.temporal = TemporalEmbedding(calendar_attrs, d_model, patch_len, stride, pooling)
+        self.position = nn.Embedding(self.num_patches, d_model) if positions else None
+        self.temporal = TemporalEmbedding(calendar_attrs, d_model, patch_len, stride, pooling, use=calendar_use,
+                                          zero_init=embed_scale is not None)
         self.dropout = nn.Dropout(dropout)
+        if embed_scale is not None:
+            # inputs are RevIN-normalized (unit variance): weight std s / sqrt(fan_in) gives outputs of std s
+            nn.init.normal_(self.token.conv.weight, std=embed_scale / (patch_len * conv_kernel) ** 0.5)
+            if self.position is not None:
+                nn.init.normal_(self.position.weight, std=embed_scale / 2)
 
     def forward(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, T, D]
         patches = patchify(z, self.patch_len, self.stride)
         if patches.shape[1] != self.num_patches:
             raise ValueError(f"input length {z.shape[1]} gives {patches.shape[1]} patches, the model expects {self.num_patches}")
-        h = self.token(patches) + self.position.weight
+        h = self.token(patches)
+        if self.position is not None:
+            h = h + self.position.weight
         temporal = self.temporal(x_mark)
         if temporal is not None:
             h = h + temporal

@@ -18,12 +18,13 @@ class AlignHead(nn.Module):
 
 
 class ForecastHead(nn.Module):
-    """Stage 2: Flatten + Linear(D*T -> H), in normalized units (RevIN de-normalizes after)."""
+    """Stage 2: Flatten + Linear(D*T -> H, no bias) + dropout on the output, as the official LLM4TS
+    code has it; in normalized units (RevIN de-normalizes after)."""
 
     def __init__(self, d_model: int, num_patches: int, pred_len: int, dropout: float = 0.0):
         super().__init__()
+        self.proj = nn.Linear(d_model * num_patches, pred_len, bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(d_model * num_patches, pred_len)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H]
-        return self.proj(self.dropout(h.flatten(start_dim=1)))
+        return self.dropout(self.proj(h.flatten(start_dim=1)))

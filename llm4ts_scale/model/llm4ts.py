@@ -22,17 +22,26 @@ class LLM4TS(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, info: BackboneInfo, *, seq_len: int, pred_len: int, patch_len: int,
-                 stride: int, calendar_attrs: list[str], pooling: str = "first", conv_kernel: int = 3,
-                 dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True, tune_positions: bool = True):
+                 stride: int, calendar_attrs: list[str], calendar_use: list[str] | None = None, pooling: str = "first",
+                 conv_kernel: int = 3, dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True,
+                 tune_positions: bool = True, embed_init: str = "backbone"):
         super().__init__()
         self.info = info
         self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, stride
         self.calendar_attrs = list(calendar_attrs)
+        missing = [a for a in (calendar_use or []) if a not in self.calendar_attrs]
+        if missing:
+            raise UserError(f"model.calendar lists {missing[0]!r}, which this data's frequency does not resolve "
+                            f"(it has {self.calendar_attrs}); choose among those, or auto/none")
         d_model = info.hidden_size
         self.revin = RevIN(affine=revin_affine)
+        # A backbone with a learned absolute position table (GPT-2's wpe) adds positions itself; a second
+        # table in the encoder would only duplicate it. Rotary backbones (LLaMA, Qwen, ...) get ours.
         self.encoder = PatchEncoder(seq_len=seq_len, patch_len=patch_len, stride=stride, d_model=d_model,
-                                    calendar_attrs=calendar_attrs, pooling=pooling, conv_kernel=conv_kernel,
-                                    dropout=dropout)
+                                    calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=pooling,
+                                    conv_kernel=conv_kernel, dropout=dropout,
+                                    embed_scale=info.embed_std if embed_init == "backbone" else None,
+                                    positions=info.max_positions is None)
         self.num_patches = self.encoder.num_patches
         if info.max_positions is not None and self.num_patches > info.max_positions:
             raise UserError(f"{self.num_patches} patches exceed the {info.max_positions} positions of backbone "
@@ -49,24 +58,40 @@ class LLM4TS(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast"):
-        """forecast: [B, H] in the input's units; align: (pred, target), each [B, T-1, P], normalized."""
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast",
+                future: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
+        """forecast: [B, H] in the input's units; align: (pred, target), each [B, T-1, P], normalized;
+        features: the backbone's hidden states [B, T, D] (what linear probing may cache).
+
+        future [B, S]: the S values after the look-back, the last alignment target.
+        hidden: cached features for `forecast`, in place of running the encoder and backbone.
+        """
         stats = self.revin.statistics(x)
         z = self.revin.normalize(x, stats)
         if task == "align":
-            return self.align_normalized(z, x_mark)
+            if future is None:
+                raise ValueError("task 'align' needs future: the S values that follow the look-back")
+            return self.align_normalized(z, self.revin.normalize(future, stats), x_mark)
+        if task == "features":
+            return self.hidden(z, x_mark)
         if task != "forecast":
-            raise ValueError(f"task must be 'forecast' or 'align', got {task!r}")
-        return self.revin.denormalize(self.head(self.hidden(z, x_mark)), stats)
+            raise ValueError(f"task must be 'forecast', 'align' or 'features', got {task!r}")
+        h = self.hidden(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
+        return self.revin.denormalize(self.head(h), stats)
 
-    def align_normalized(self, z: torch.Tensor, x_mark: torch.Tensor):
+    def align_normalized(self, z: torch.Tensor, z_future: torch.Tensor, x_mark: torch.Tensor):
         """Next-patch prediction on the RevIN-normalized series z (before the affine, which is learnable
         and would otherwise let the loss shrink the target). Strictly causal in z: token t sees
-        patches <= t (causal token conv, causal attention), and predicts patch t+1.
+        patches <= t (causal token conv, causal attention), and predicts patch t+1 of the true series,
+        so the last prediction's target holds the S values after the look-back (z_future, normalized
+        with the look-back's statistics: nothing of the future leaks into RevIN).
         Causality holds on z, not on raw x: RevIN's window statistics summarize the whole window."""
+        if z_future.shape[1] != self.stride:
+            raise ValueError(f"future has {z_future.shape[1]} steps, alignment needs stride={self.stride}")
         h = self.hidden(z, x_mark)
         pred = self.align_head(h[:, :-1])
-        target = patchify(z, self.patch_len, self.stride)[:, 1:]
+        shifted = torch.cat([z[:, self.stride:], z_future], dim=1)  # the look-back moved S steps on
+        target = shifted.unfold(1, self.patch_len, self.stride)  # [B, T-1, P], no padding
         return pred, target
 
     def hidden(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:

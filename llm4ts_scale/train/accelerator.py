@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
 
 from llm4ts_scale.config import RunConfig
+from llm4ts_scale.precision import resolve_precision
 from llm4ts_scale.train.ds_config import fill_auto, read_ds_config
 
 
@@ -42,22 +43,16 @@ _LAUNCHER_DS_ENV = ("ACCELERATE_CONFIG_DS_FIELDS", "ACCELERATE_GRADIENT_ACCUMULA
                     "ACCELERATE_MIXED_PRECISION")
 
 
-def mixed_precision(config: RunConfig, on_gpu: bool) -> str:
-    mode = config.train.mixed_precision
-    if mode == "auto":
-        return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
-    return mode
-
-
-def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir: str) -> Accelerator:
-    """One Accelerator for all stages; `free_memory()` between stages drops the previous engine."""
+def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir: str) -> tuple[Accelerator, str, str]:
+    """One Accelerator for all stages (`free_memory()` between stages drops the previous engine), with
+    the run's precision ("bf16" or "no") and the reason it was chosen."""
     on_gpu = torch.cuda.is_available()
     if ds_config_path is not None:
         ensure_single_process_env()
         for name in _LAUNCHER_DS_ENV:
             os.environ.pop(name, None)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = mixed_precision(config, on_gpu)
+    precision, reason = resolve_precision(config.train.mixed_precision, "cuda" if on_gpu else "cpu")
     plugin = None
     if ds_config_path is not None:
         ds = fill_auto(read_ds_config(ds_config_path), micro_batch=config.data.batch_size,
@@ -77,4 +72,4 @@ def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir
         cpu=not on_gpu and plugin is None,
     )
     set_seed(config.seed)
-    return accelerator
+    return accelerator, precision, reason

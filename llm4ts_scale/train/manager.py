@@ -19,7 +19,7 @@ from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
-from llm4ts_scale.train.weights import load_weights
+from llm4ts_scale.weights import load_weights
 
 
 def _flat(prefix: str, value, out: dict) -> dict:
@@ -31,7 +31,8 @@ def _flat(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: bool) -> RunState:
+def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: bool, precision: str,
+                    reason: str) -> RunState:
     """Rank 0 creates or checks run.json; the other ranks read what it decided."""
     run_dir = Path(config.run_dir)
     error = None
@@ -45,7 +46,7 @@ def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: b
                 raise UserError(f"run_dir {run_dir} exists and is not a run directory; choose a new run_dir "
                                 "or pass --restart to clear it")
             else:
-                RunState.new(config, fingerprint, accelerator.num_processes).save()
+                RunState.new(config, fingerprint, accelerator.num_processes, precision, reason).save()
         except UserError as err:
             error = str(err)
     error = _broadcast(accelerator, error)
@@ -69,7 +70,8 @@ def _preflight(config: RunConfig, store, world_size: int) -> None:
     d = config.data
     for split in ("train", "val", "test"):
         store.num_samples(split, d.seq_len, d.pred_len, d.few_shot_percent if split == "train" else 100)
-    steps_per_epoch(config, store, world_size)
+    for stage in config.active_stages():
+        steps_per_epoch(config, store, world_size, stage)
 
 
 def _verified_weights(path: Path, sha256: str | None) -> dict:
@@ -84,13 +86,13 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     from llm4ts_scale.train.finish import evaluate_and_export  # end of the chain
 
     run_dir = Path(config.run_dir)
-    accelerator = build_accelerator(config, ds_config, str(run_dir))
+    accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
         store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
         _preflight(config, store, accelerator.num_processes)
         backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
-    state = _open_run_state(accelerator, config, store.fingerprint, restart)
+    state = _open_run_state(accelerator, config, store.fingerprint, restart, precision, precision_reason)
     if state.finished:
         if main:
             print(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)", flush=True)
@@ -99,10 +101,9 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
     if main:
         print(f"llm4ts-scale: {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+              f"precision {'bf16' if precision == 'bf16' else 'fp32'} ({precision_reason}), "
               f"stages {', '.join(config.active_stages())}, run_dir {run_dir}", flush=True)
 
-    bf16 = accelerator.mixed_precision == "bf16" or bool(
-        accelerator.state.deepspeed_plugin and accelerator.state.deepspeed_plugin.deepspeed_config.get("bf16", {}).get("enabled"))
     init_state = None
     for stage in config.active_stages():
         stage_dir = run_dir / stage
@@ -112,7 +113,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         if main:
             state.update_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
             state.save()
-        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, bf16)
+        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, precision)
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val,
                                epochs_run=len(result.history), history=result.history, trainable_params=result.trainable_params,
@@ -122,6 +123,6 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         accelerator.wait_for_everyone()
         init_state = load_weights(stage_dir / "weights.safetensors")
 
-    metrics = evaluate_and_export(accelerator, config, store, state, init_state, bf16)
+    metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
     accelerator.end_training()
     return metrics

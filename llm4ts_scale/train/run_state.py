@@ -57,13 +57,16 @@ class RunState:
         return cls(Path(run_dir), data)
 
     @classmethod
-    def new(cls, config: RunConfig, data_fingerprint: str, world_size: int) -> "RunState":
+    def new(cls, config: RunConfig, data_fingerprint: str, world_size: int, precision: str = "no",
+            precision_reason: str = "") -> "RunState":
         data = {
             "config": config.to_dict(),
             "config_hash": config.hash(),
             "data_fingerprint": data_fingerprint,
             "versions": library_versions(),
             "world_size": world_size,
+            "precision": precision,  # "bf16" or "no" (fp32): evaluation of this run reuses it
+            "precision_reason": precision_reason,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "stages": {name: {"status": "pending"} for name in config.active_stages()},
             "test": {"status": "pending"},

@@ -1,19 +1,20 @@
-"""One stage of the recipe (align, lp or ft): build the model, train with early stopping, keep the best.
+"""One stage of the recipe (align, lp or ft), as a small recipe class: setup, train_epoch, validate,
+checkpoint, and `run`, the loop that ties them together.
 
-A stage starts from the previous stage's consolidated weights, trains only its parameter groups,
-validates every epoch, keeps the best-validation weights and writes them as `weights.safetensors`
-with `metrics.json` and `history.json` in its stage directory. Checkpoints (every epoch and every
-`train.checkpoint_every_steps` steps) let a crashed stage resume where it stopped: the data stream
-is deterministic for a (seed, epoch), so the position in it is restored by skipping the batches
-already consumed.
+A stage starts from the previous stage's consolidated weights, trains only its parameter groups
+(llm4ts_scale/stages.py), validates every epoch, keeps the best-validation weights and writes them as
+`weights.safetensors` with `metrics.json` and `history.json` in its stage directory. Checkpoints
+(every epoch and every `train.checkpoint_every_steps` steps) let a crashed stage resume where it
+stopped: the data stream is deterministic for a (seed, epoch), so the position in it is restored by
+skipping the batches already consumed. What is not training (telemetry, fault injection, the window
+checksum the tests read) is a hook called by the loop.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,19 +22,44 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from llm4ts_scale.config import STAGE_NAMES, RunConfig
+from llm4ts_scale.config import RunConfig
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json
 from llm4ts_scale.model import build_model
-from llm4ts_scale.model.groups import STAGE_GROUPS
+from llm4ts_scale.precision import autocast
+from llm4ts_scale.stages import STAGE_NAMES, StageSpec, stage_spec
 from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
-from llm4ts_scale.train.faults import maybe_die
-from llm4ts_scale.train.evaluation import autocast, evaluate_split, model_outputs
+from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
+from llm4ts_scale.train.feature_cache import FeatureCache, cache_bytes
+from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
-from llm4ts_scale.train.weights import collect_tunable_state, load_tunable_state, save_weights
+from llm4ts_scale.weights import collect_tunable_state, load_tunable_state, save_weights
 
-STAGE_TASK = {"align": "align", "lp": "forecast", "ft": "forecast"}
+
+@dataclass
+class Progress:
+    """Where a stage is; saved with every checkpoint (progress.json) and restored on resume."""
+    epoch: int = 0  # epochs finished
+    step: int = 0  # batches done in the current epoch
+    global_step: int = 0
+    best_val: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    world_size: int = 1
+    loss_sum: float = 0.0  # of the current epoch, this rank
+    loss_count: int = 0
+    lrs: list = field(default_factory=list)  # learning rate of every optimizer step of the current epoch
+    extra: dict = field(default_factory=dict)  # hooks' state (e.g. the window checksum)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Progress":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -45,148 +71,260 @@ class StageResult:
     trainable_params: int
 
 
-def steps_per_epoch(config: RunConfig, store, world_size: int) -> int:
-    """Batches every rank runs per epoch: the same on all ranks (collectives stay in step)."""
-    d = config.data
-    per_rank = [rank_num_samples(store, "train", d.seq_len, d.pred_len, d.few_shot_percent, r, world_size)
+def stage_horizon(config: RunConfig, spec: StageSpec) -> int:
+    """Steps after the look-back a window carries: H to forecast, or the stride for alignment (the true
+    next patch), so alignment data does not depend on the forecast horizon."""
+    return config.data.stride if spec.task == "align" else config.data.pred_len
+
+
+def steps_per_epoch(config: RunConfig, store, world_size: int, stage: str = "ft") -> int:
+    """Batches every rank runs per epoch: the same on all ranks (collectives stay in step), and a multiple
+    of train.grad_accum, so that no partial accumulation window carries gradients into the next epoch."""
+    d, t = config.data, config.train
+    horizon = stage_horizon(config, stage_spec(stage))
+    per_rank = [rank_num_samples(store, "train", d.seq_len, horizon, d.few_shot_percent, r, world_size)
                 for r in range(world_size)]
     steps = min(per_rank) // d.batch_size
+    if t.limit_train_batches:
+        steps = min(steps, t.limit_train_batches)
+    steps -= steps % t.grad_accum
     if steps == 0:
-        raise UserError(f"data.batch_size={d.batch_size} exceeds the {min(per_rank)} training windows a rank gets "
-                        f"with {world_size} processes; lower data.batch_size or raise data.few_shot_percent")
-    if config.train.limit_train_batches:
-        steps = min(steps, config.train.limit_train_batches)
+        raise UserError(f"data.batch_size={d.batch_size} x train.grad_accum={t.grad_accum} exceeds the {min(per_rank)} "
+                        f"training windows a rank gets with {world_size} processes in stage {stage}; lower "
+                        "data.batch_size or train.grad_accum, or raise data.few_shot_percent")
     return steps
 
 
-def build_stage_model(config: RunConfig, store, stage: str, init_state: dict | None):
+def build_stage_model(config: RunConfig, store, stage: str, init_state: dict | None, precision: str = "no"):
     """Fresh model for `stage`, loaded with the previous stage's weights, with only its groups trainable."""
+    spec = stage_spec(stage)
     set_seed(config.seed + STAGE_NAMES.index(stage))
-    model = build_model(config, store.calendar_attrs)
+    model = build_model(config, store.calendar_attrs, precision)
     if init_state:
-        if stage != "align":  # the alignment head is dropped once forecasting starts
+        if not spec.keeps_align_head:  # the alignment head is dropped once forecasting starts
             init_state = {k: v for k, v in init_state.items() if not k.startswith("align_head.")}
         load_tunable_state(model, init_state, source="previous stage weights")
-    model.set_trainable(STAGE_GROUPS[stage])
+    model.set_trainable(set(spec.groups))
     return model
 
 
-def _scheduler(optimizer, cfg, total_steps: int):
+def lr_lambda(schedule: str, steps_per_epoch: int):
+    """Multiplier of the base lr at optimizer step s. cosine/constant: with linear warm-up; type1 and
+    type3 are Time-Series-Library's per-epoch rules (halve every epoch; x0.9 per epoch after the 3rd)."""
+    if schedule == "type1":
+        return lambda s: 0.5 ** (s // steps_per_epoch)
+    if schedule == "type3":
+        return lambda s: 0.9 ** max(0, s // steps_per_epoch - 3)
+    return None
+
+
+def make_scheduler(optimizer, cfg, total_steps: int, steps_per_epoch: int):
     warmup = int(cfg.warmup_ratio * total_steps)
+    rule = lr_lambda(cfg.schedule, steps_per_epoch)
+    if rule is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
     if cfg.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)
     return get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
 
 
-def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path,
-              init_state: dict | None, bf16: bool) -> StageResult:
-    stage_cfg = getattr(config.stages, stage)
-    d, t = config.data, config.train
-    task = STAGE_TASK[stage]
-    rank, world = accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
-    started = time.time()
+class StageRecipe:
+    """Train one stage. `run()` = setup, then per epoch: train_epoch, validate, keep the best, checkpoint."""
 
-    model = build_stage_model(config, store, stage, init_state)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=stage_cfg.lr, weight_decay=stage_cfg.weight_decay)
-    steps = steps_per_epoch(config, store, world)
-    scheduler = _scheduler(optimizer, stage_cfg, stage_cfg.epochs * math.ceil(steps / t.grad_accum))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    telemetry = StageTelemetry(optimizer, trainable)  # rank<k>.json: loop time, samples, RSS, optimizer bytes
+    def __init__(self, accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
+                 precision: str = "no", hooks: list[StageHook] | None = None):
+        self.accelerator, self.config, self.store = accelerator, config, store
+        self.spec = stage_spec(stage)
+        self.stage_cfg = getattr(config.stages, stage)
+        self.stage_dir, self.init_state, self.precision = Path(stage_dir), init_state, precision
+        self.hooks = hooks if hooks is not None else [WindowChecksum(store.n_channels), FaultPoints()]
+        self.horizon = stage_horizon(config, self.spec)
+        self.main = accelerator.is_main_process
+        self.progress = Progress(world_size=accelerator.num_processes)
+        self.caches: dict[str, FeatureCache] = {}
 
-    ckpt_root = stage_dir / "checkpoints"
-    progress = {"epoch": 0, "step": 0, "global_step": 0, "best_val": None, "best_epoch": None,
-                "bad_epochs": 0, "history": [], "world_size": world, "loss_sum": 0.0, "loss_count": 0,
-                "windows": [0, 0]}
-    latest = usable_checkpoint(ckpt_root, main)
-    if latest is not None:
-        progress = load_checkpoint(accelerator, latest)
-        if main:
-            print(f"[{stage}] resuming from {latest.name} (epoch {progress['epoch']}, step {progress['step']})", flush=True)
+    # ------------------------------------------------------------------ setup
 
-    eval_kwargs = dict(seq_len=d.seq_len, pred_len=d.pred_len, batch_size=d.eval_batch_size or d.batch_size,
-                       task=task, rank=rank, world_size=world, device=accelerator.device, bf16=bf16,
-                       show_progress=main, num_workers=d.num_workers)
-    unwrapped = accelerator.unwrap_model(model)
-    best_path = stage_dir / "best.safetensors"
+    def setup(self) -> None:
+        acc, t = self.accelerator, self.config.train
+        self.started = time.time()
+        model = build_stage_model(self.config, self.store, self.spec.name, self.init_state, self.precision)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = sum(p.numel() for p in self.params)
+        optimizer = torch.optim.AdamW(self.params, lr=self.stage_cfg.lr, weight_decay=self.stage_cfg.weight_decay)
+        self.steps = steps_per_epoch(self.config, self.store, acc.num_processes, self.spec.name)
+        updates_per_epoch = self.steps // t.grad_accum
+        # Not passed to prepare(): Accelerate would step it once per process for every optimizer step
+        # (it assumes a schedule sized for one process), running it N times too fast on N processes.
+        self.scheduler = make_scheduler(optimizer, self.stage_cfg, self.stage_cfg.epochs * updates_per_epoch,
+                                        updates_per_epoch)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        self.unwrapped = acc.unwrap_model(self.model)
+        self.telemetry = StageTelemetry(self.trainable)
+        self.hooks.append(self.telemetry)
+        self.ckpt_root = self.stage_dir / "checkpoints"
+        self.best_path = self.stage_dir / "best.safetensors"
+        latest = usable_checkpoint(self.ckpt_root, self.main)
+        if latest is not None:
+            self.progress = Progress.from_dict(load_checkpoint(acc, latest))
+            self.log(f"resuming from {latest.name} (epoch {self.progress.epoch}, step {self.progress.step})")
+        if self.spec.probes:
+            self.fill_feature_caches()
 
-    while progress["epoch"] < stage_cfg.epochs and progress["bad_epochs"] < t.patience:
-        epoch = progress["epoch"]
-        model.train()
-        loader = make_loader(store, "train", d.seq_len, d.pred_len, d.batch_size, few_shot_percent=d.few_shot_percent,
-                             shuffle=True, seed=config.seed, epoch=epoch, shuffle_buffer=d.shuffle_buffer,
-                             rank=rank, world_size=world, num_workers=d.num_workers)
-        batches = itertools.islice(loader, progress["step"], steps)  # skip what a resumed run already did
-        bar = tqdm(batches, total=steps, initial=progress["step"], desc=f"{stage} epoch {epoch + 1}/{stage_cfg.epochs}",
-                   disable=not main, leave=False)
-        for batch in telemetry.timed(bar):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with accelerator.accumulate(model):
-                with autocast(accelerator.device, bf16):
-                    pred, target = model_outputs(model, batch, task)
+    def log(self, message: str) -> None:
+        if self.main:
+            print(f"[{self.spec.name}] {message}", flush=True)
+
+    # ------------------------------------------------------------------ LP feature cache
+
+    def use_feature_cache(self) -> bool:
+        """on/off as asked; auto: when filling it costs fewer frozen forwards than the LP epochs would run
+        (not so with a short train.limit_train_batches) and it fits in train.feature_cache_gb."""
+        d, t = self.config.data, self.config.train
+        if t.lp_feature_cache == "off" or not self.spec.probes:
+            return False
+        if t.lp_feature_cache == "on":
+            return True
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        train = rank_num_samples(self.store, "train", d.seq_len, d.pred_len, d.few_shot_percent, rank, world)
+        val = rank_num_samples(self.store, "val", d.seq_len, d.pred_len, 100, rank, world)
+        if train + val >= self.stage_cfg.epochs * (self.steps * d.batch_size + val):
+            return False
+        need = cache_bytes(train + val, self.unwrapped.num_patches, self.unwrapped.info.hidden_size)
+        if need > t.feature_cache_gb * 2**30:
+            self.log(f"LP feature cache off: {need / 2**30:.1f} GiB of features per rank would exceed "
+                     f"train.feature_cache_gb={t.feature_cache_gb} (raise it, or set train.lp_feature_cache=on)")
+            return False
+        return True
+
+    def fill_feature_caches(self) -> None:
+        if not self.use_feature_cache():
+            return
+        d, acc = self.config.data, self.accelerator
+        kwargs = dict(rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
+                      show_progress=self.main)
+        batch = eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type)
+        for split, few_shot in (("train", d.few_shot_percent), ("val", 100)):
+            self.caches[split] = FeatureCache(self.store.n_channels).fill(
+                self.model, self.store, split, d.seq_len, d.pred_len, batch, few_shot_percent=few_shot, **kwargs)
+        self.log(f"LP features cached once for {len(self.caches['train'])} train and {len(self.caches['val'])} "
+                 "validation windows on this rank (frozen part without dropout)")
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_epoch(self) -> float:
+        """Train until the epoch's step count; returns the mean training loss over all ranks."""
+        acc, d, t, p = self.accelerator, self.config.data, self.config.train, self.progress
+        self.model.train()
+        acc.step = 0  # Accelerate's accumulation counter: every epoch starts a fresh accumulation window
+        self.optimizer.zero_grad()
+        loader = make_loader(self.store, "train", d.seq_len, self.horizon, d.batch_size, few_shot_percent=d.few_shot_percent,
+                             shuffle=True, seed=self.config.seed, epoch=p.epoch, shuffle_buffer=d.shuffle_buffer,
+                             rank=acc.process_index, world_size=acc.num_processes, num_workers=d.num_workers)
+        batches = itertools.islice(loader, p.step, self.steps)  # skip what a resumed run already did
+        bar = tqdm(batches, total=self.steps, initial=p.step, leave=False, disable=not self.main,
+                   desc=f"{self.spec.name} epoch {p.epoch + 1}/{self.stage_cfg.epochs}")
+        cache = self.caches.get("train")
+        for hook in self.hooks:
+            hook.on_epoch_begin(self)
+        for batch in bar:
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            hidden = cache.lookup(batch) if cache is not None else None
+            with acc.accumulate(self.model):
+                with autocast(acc.device, self.precision):
+                    pred, target = model_outputs(self.model, batch, self.spec.task, hidden)
                 loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-                accelerator.backward(loss)
-                if not deepspeed and accelerator.sync_gradients and t.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, t.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            progress["step"] += 1
-            progress["global_step"] += 1
-            progress["loss_sum"] += loss.item()
-            progress["loss_count"] += 1
-            # (count, checksum) of the windows this rank trained on: run.json shows ranks saw different data
-            ids = batch["start"] * store.n_channels + batch["channel"]
-            progress["windows"] = [progress["windows"][0] + len(ids), (progress["windows"][1] + int(ids.sum())) % 2**61]
-            if main:
+                acc.backward(loss)
+                if not self.deepspeed and acc.sync_gradients and t.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.params, t.max_grad_norm)
+                self.optimizer.step()
+                if acc.sync_gradients:
+                    p.lrs.append(self.scheduler.get_last_lr()[0])
+                    self.scheduler.step()
+                self.optimizer.zero_grad()
+            p.step += 1
+            p.global_step += 1
+            p.loss_sum += loss.item()
+            p.loss_count += 1
+            for hook in self.hooks:
+                hook.on_batch(self, batch, loss)
+            if self.main:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            accelerator.log({f"{stage}/train_loss": loss.item(), f"{stage}/lr": scheduler.get_last_lr()[0]},
-                            step=progress["global_step"])
-            maybe_die(f"{stage}.step")
-            if (progress["step"] < steps and progress["global_step"] % t.checkpoint_every_steps == 0
-                    and accelerator.sync_gradients):  # never inside a gradient-accumulation window
-                save_checkpoint(accelerator, model, ckpt_root, progress)
+            acc.log({f"{self.spec.name}/train_loss": loss.item(), f"{self.spec.name}/lr": self.scheduler.get_last_lr()[0]},
+                    step=p.global_step)
+            if p.step < self.steps and p.global_step % t.checkpoint_every_steps == 0 and acc.sync_gradients:
+                self.checkpoint()  # never inside a gradient-accumulation window
+        sums = acc.reduce(torch.tensor([p.loss_sum, p.loss_count], dtype=torch.float64, device=acc.device), "sum")
+        return (sums[0] / sums[1]).item()
 
-        sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_count"]],
-                                               dtype=torch.float64, device=accelerator.device), "sum")
-        train_loss = (sums[0] / sums[1]).item()
-        rank_windows = accelerator.gather(torch.tensor([progress["windows"]], dtype=torch.int64,
-                                                       device=accelerator.device)).tolist()
-        val = evaluate_split(unwrapped if not deepspeed else model, store, "val", **eval_kwargs)
-        improved = progress["best_val"] is None or val["mse"] < progress["best_val"]
+    def validate(self) -> dict:
+        d, acc = self.config.data, self.accelerator
+        return evaluate_split(
+            self.model if self.deepspeed else self.unwrapped, self.store, "val", seq_len=d.seq_len, pred_len=self.horizon,
+            batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type), task=self.spec.task,
+            rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
+            show_progress=self.main, num_workers=d.num_workers, cache=self.caches.get("val"),
+            inference=not self.deepspeed)
+
+    def keep_if_best(self, val: dict) -> bool:
+        """Write the tunable weights when validation improved (every rank joins: ZeRO-3 gathers)."""
+        p = self.progress
+        improved = p.best_val is None or val["mse"] < p.best_val
         if improved:
-            state = collect_tunable_state(unwrapped)
-            if stage != "align":  # forecasting stages carry no alignment head
+            state = collect_tunable_state(self.unwrapped)
+            if not self.spec.keeps_align_head:
                 state = {k: v for k, v in state.items() if not k.startswith("align_head.")}
-            if main:
-                save_weights(state, best_path)
-            progress.update(best_val=val["mse"], best_epoch=epoch + 1, bad_epochs=0)
+            if self.main:
+                save_weights(state, self.best_path)
+            p.best_val, p.best_epoch, p.bad_epochs = val["mse"], p.epoch + 1, 0
         else:
-            progress["bad_epochs"] += 1
-        progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["mse"],
-                                    "val_mae": val["mae"], "rank_windows": rank_windows,
-                                    "time_s": time.time() - started})
-        accelerator.log({f"{stage}/epoch_train_loss": train_loss, f"{stage}/val_loss": val["mse"]},
-                        step=progress["global_step"])
-        if main:
-            print(f"[{stage}] epoch {epoch + 1}: train {train_loss:.5f}  val {val['mse']:.5f}"
-                  f"{'  *best*' if improved else ''}", flush=True)
-        progress.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, windows=[0, 0])
-        save_checkpoint(accelerator, model, ckpt_root, progress)
+            p.bad_epochs += 1
+        return improved
 
-    accelerator.wait_for_everyone()
-    best_val = progress["history"][progress["best_epoch"] - 1]
-    if main:
-        if best_path.exists():  # absent only when a crash came after this rename: the weights are in place
-            best_path.replace(stage_dir / "weights.safetensors")
-        atomic_write_json(stage_dir / "history.json", progress["history"])
-        atomic_write_json(stage_dir / "metrics.json", {"val": {"mse": best_val["val_loss"], "mae": best_val["val_mae"]},
-                                                       "best_epoch": progress["best_epoch"]})
-    telemetry.write(stage_dir / f"rank{rank}.json")
-    accelerator.wait_for_everyone()
-    accelerator.free_memory(model, optimizer, scheduler)
-    return StageResult(best_epoch=progress["best_epoch"], val={"mse": best_val["val_loss"], "mae": best_val["val_mae"]},
-                       history=progress["history"], wall_time_s=time.time() - started, trainable_params=trainable)
+    def checkpoint(self) -> None:
+        save_checkpoint(self.accelerator, self.model, self.ckpt_root, self.progress.to_dict())
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> StageResult:
+        self.setup()
+        p, acc = self.progress, self.accelerator
+        while p.epoch < self.stage_cfg.epochs and p.bad_epochs < self.config.train.patience:
+            train_loss = self.train_epoch()
+            extra = {k: v for hook in self.hooks for k, v in hook.on_epoch_end(self).items()}
+            val = self.validate()
+            improved = self.keep_if_best(val)
+            p.history.append({"epoch": p.epoch + 1, "train_loss": train_loss, "val_loss": val["mse"],
+                              "val_mae": val["mae"], **extra, "lr_first": p.lrs[0] if p.lrs else None,
+                              "lr_last": p.lrs[-1] if p.lrs else None, "lrs": [float(f"{v:.6g}") for v in p.lrs],
+                              "time_s": time.time() - self.started})
+            acc.log({f"{self.spec.name}/epoch_train_loss": train_loss, f"{self.spec.name}/val_loss": val["mse"]},
+                    step=p.global_step)
+            self.log(f"epoch {p.epoch + 1}: train {train_loss:.5f}  val {val['mse']:.5f}{'  *best*' if improved else ''}")
+            p.epoch, p.step, p.loss_sum, p.loss_count, p.lrs = p.epoch + 1, 0, 0.0, 0, []
+            self.checkpoint()
+        return self.finish()
+
+    def finish(self) -> StageResult:
+        acc, p = self.accelerator, self.progress
+        acc.wait_for_everyone()
+        best = p.history[p.best_epoch - 1]
+        if self.main:
+            if self.best_path.exists():  # absent only when a crash came after this rename: the weights are in place
+                self.best_path.replace(self.stage_dir / "weights.safetensors")
+            atomic_write_json(self.stage_dir / "history.json", p.history)
+            atomic_write_json(self.stage_dir / "metrics.json", {"val": {"mse": best["val_loss"], "mae": best["val_mae"]},
+                                                                "best_epoch": p.best_epoch})
+        self.telemetry.write(self.stage_dir / f"rank{acc.process_index}.json")
+        acc.wait_for_everyone()
+        self.caches.clear()
+        acc.free_memory(self.model, self.optimizer)
+        return StageResult(best_epoch=p.best_epoch, val={"mse": best["val_loss"], "mae": best["val_mae"]},
+                           history=p.history, wall_time_s=time.time() - self.started, trainable_params=self.trainable)
+
+
+def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
+              precision: str = "no") -> StageResult:
+    return StageRecipe(accelerator, config, store, stage, stage_dir, init_state, precision).run()

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from llm4ts_scale.io import atomic_write_json
+from llm4ts_scale.train.hooks import StageHook
 
 MAX_STEPS_KEPT = 1000
 
@@ -60,36 +61,38 @@ def optimizer_bytes(optimizer) -> dict:
             "optimizer_chain": "/".join(type(o).__name__ for o in chain[1:] or chain)}
 
 
-class StageTelemetry:
-    """Wrap the training-batch iterator with `timed`, then `write` once at the end of the stage."""
+class StageTelemetry(StageHook):
+    """A hook timing the training loop (each step: batch fetch + forward + backward + optimizer step);
+    `write` once at the end of the stage."""
 
-    def __init__(self, optimizer, trainable_params: int):
-        self.optimizer = optimizer
+    def __init__(self, trainable_params: int):
         self.record = {"trainable_params": trainable_params, "train_samples": 0, "train_seconds": 0.0, "train_steps": 0,
                        "step_seconds": [], "step_samples": [], "optimizer_state_bytes": None,
                        "peak_rss_train_bytes": None, "torch_threads": torch.get_num_threads()}
+        self._last = None
 
-    def timed(self, batches):
-        """Yield the batches unchanged, timing the loop (each loop body runs between two yields)."""
-        rec = self.record
-        started = last = time.perf_counter()
-        for batch in batches:
-            yield batch  # the caller's forward, backward and optimizer step run here
-            now = time.perf_counter()
-            samples = len(next(iter(batch.values())))
-            rec["train_steps"] += 1
-            rec["train_samples"] += samples
-            if len(rec["step_seconds"]) < MAX_STEPS_KEPT:  # per step (fetch + body), so warm-up can be told apart
-                rec["step_seconds"].append(round(now - last, 6))
-                rec["step_samples"].append(samples)
-            last = now
-            if rec["optimizer_state_bytes"] is None:
-                found = optimizer_bytes(self.optimizer)
-                if found["optimizer_state_bytes"]:  # with grad_accum > 1 the first step comes later
-                    rec.update(found)
-        rec["train_seconds"] += time.perf_counter() - started
-        if rec["peak_rss_train_bytes"] is None:  # before the first validation runs
-            rec["peak_rss_train_bytes"] = peak_rss_bytes()
+    def on_epoch_begin(self, recipe) -> None:
+        self._last = time.perf_counter()
+
+    def on_batch(self, recipe, batch, loss) -> None:
+        rec, now = self.record, time.perf_counter()
+        seconds, samples = now - self._last, len(batch["x"])
+        self._last = now
+        rec["train_steps"] += 1
+        rec["train_samples"] += samples
+        rec["train_seconds"] += seconds
+        if len(rec["step_seconds"]) < MAX_STEPS_KEPT:  # per step, so warm-up can be told apart
+            rec["step_seconds"].append(round(seconds, 6))
+            rec["step_samples"].append(samples)
+        if rec["optimizer_state_bytes"] is None:
+            found = optimizer_bytes(recipe.optimizer)
+            if found["optimizer_state_bytes"]:  # with grad_accum > 1 the first step comes later
+                rec.update(found)
+
+    def on_epoch_end(self, recipe) -> dict:
+        if self.record["peak_rss_train_bytes"] is None:  # before the first validation runs
+            self.record["peak_rss_train_bytes"] = peak_rss_bytes()
+        return {}
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes()})

@@ -1,0 +1,43 @@
+"""The recipe's stages, in one table: adding a stage is adding a row.
+
+A stage says what it optimizes (`task`: next-patch alignment or forecasting), which parameter groups
+train (see llm4ts_scale/model/groups.py), whether it keeps the alignment head in the weights it hands
+on, its title in reports, and the default epochs and learning rate of its `stages.<name>` config.
+The order of the table is the order a run executes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    task: str  # "align" (next-patch MSE on windows of L + stride) or "forecast" (H-step MSE)
+    groups: frozenset[str]
+    keeps_align_head: bool
+    title: str
+    default_epochs: int
+    default_lr: float
+
+    @property
+    def probes(self) -> bool:
+        """Only the forecasting head trains: the frozen part's features can be computed once (LP cache)."""
+        return self.task == "forecast" and self.groups <= {"head"}
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("align", "align", frozenset({"align_head", "lora", "norms", "embeddings", "positions"}),
+              keeps_align_head=True, title="align (next-patch MSE)", default_epochs=3, default_lr=1.0e-3),
+    StageSpec("lp", "forecast", frozenset({"head"}),
+              keeps_align_head=False, title="lp (forecast MSE)", default_epochs=5, default_lr=1.0e-3),
+    StageSpec("ft", "forecast", frozenset({"head", "lora", "norms", "embeddings", "positions", "revin"}),
+              keeps_align_head=False, title="ft (forecast MSE)", default_epochs=5, default_lr=1.0e-4),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage_spec(name: str) -> StageSpec:
+    return _BY_NAME[name]
