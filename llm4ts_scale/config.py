@@ -49,6 +49,7 @@ class ModelConfig:
     layers: int = 6  # first K blocks
     quantize: str = "nf4"  # nf4 | fp4 | none
     double_quant: bool = True
+    dequantize_frozen: str = "auto"  # auto | on | off: hold 4-bit weights dequantized (auto: CPU, backbone < 4 GiB)
     lora: LoraConfig = field(default_factory=LoraConfig)
     tune_norms: bool = True
     tune_positions: bool = True  # learned absolute position tables of the backbone (GPT-2's wpe)
@@ -166,6 +167,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise UserError(f"config key '{key}' must be a number, got {value!r}") from None
     if base is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans; our switches say on/off
+            return "on" if value else "off"
         if isinstance(value, (dict, list)):
             raise UserError(f"config key '{key}' must be a string, got {value!r}")
         return str(value)
@@ -271,6 +274,7 @@ def validate(c: RunConfig) -> None:
     _check(d.eval_batch_size is None or d.eval_batch_size > 0, "data.eval_batch_size must be positive")
     _check(m.layers > 0, f"model.layers must be positive, got {m.layers}")
     _check(m.quantize in ("nf4", "fp4", "none"), f"model.quantize={m.quantize!r} is unknown; use nf4, fp4 or none")
+    _check(m.dequantize_frozen in ("auto", "on", "off"), "model.dequantize_frozen must be auto, on or off")
     _check(m.temporal_pooling in ("first", "mean"),
            f"model.temporal_pooling={m.temporal_pooling!r} is unknown; use first or mean")
     _check(m.lora.r > 0, f"model.lora.r must be positive, got {m.lora.r}")

@@ -29,6 +29,7 @@ def paths(tmp_path_factory):
 def make(paths, arch, *overrides, attrs=ATTRS) -> LLM4TS:
     torch.manual_seed(0)
     cfg = load_config(None, [f"model.backbone={paths[arch]}", "model.layers=2", "model.quantize=none",
+                             "model.dequantize_frozen=off",  # these tests are about the 4-bit modules themselves
                              f"data.seq_len={L}", f"data.pred_len={H}", f"data.patch_len={P}", f"data.stride={S}",
                              *overrides])
     return build_model(cfg, attrs)
@@ -216,3 +217,26 @@ def test_backbone_takes_inputs_embeds_with_or_without_an_all_ones_mask(paths, ar
         plain = backbone(inputs_embeds=e).last_hidden_state
         masked = backbone(inputs_embeds=e, attention_mask=torch.ones(2, T, dtype=torch.long)).last_hidden_state
     assert plain.shape == (2, T, info.hidden_size) and torch.allclose(plain, masked, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_dequantized_frozen_weights_compute_exactly_like_4bit(paths, arch):
+    """model.dequantize_frozen=on (the CPU default) holds the NF4 weights dequantized once: no 4-bit module
+    is left, and forecasts and gradients equal those of the 4-bit model bit for bit."""
+    packed = make(paths, arch, "model.quantize=nf4", "model.dropout=0")
+    plain = make(paths, arch, "model.quantize=nf4", "model.dropout=0", "model.dequantize_frozen=on")
+    assert not any(type(m).__name__ == "Linear4bit" and hasattr(m.weight, "quant_state") for m in plain.modules())
+    assert any(hasattr(getattr(m, "weight", None), "quant_state") for m in packed.modules())
+    x, x_mark = batch()
+    grads = []
+    for model in (packed, plain):
+        model.set_trainable(STAGE_GROUPS["ft"])
+        torch.manual_seed(1)  # GPT-2 keeps its own dropout
+        out = model(x, x_mark)
+        out.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert torch.isfinite(out).all()
+    assert torch.equal(packed.eval()(x, x_mark), plain.eval()(x, x_mark))
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7), name

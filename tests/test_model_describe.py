@@ -40,7 +40,7 @@ def test_describe_prints_the_keys(paths, capsys):
 
 
 def test_nf4_backbone_takes_fewer_bytes(paths, capsys):
-    common = [f"model.backbone={paths['llama']}", "model.layers=2"]
+    common = [f"model.backbone={paths['llama']}", "model.layers=2", "model.dequantize_frozen=off"]
     none = describe(capsys, *common, "model.quantize=none")
     nf4 = describe(capsys, *common, "model.quantize=nf4")
     assert nf4["backbone_bytes"] < none["backbone_bytes"] / 2

@@ -135,13 +135,14 @@ def backbone_config(name: str, layers: int):
 
 def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True, *,
                   compute_dtype: torch.dtype = torch.float32, attention: str = "sdpa",
-                  init: str = "pretrained") -> tuple[nn.Module, BackboneInfo]:
+                  init: str = "pretrained", dequantize: bool = False) -> tuple[nn.Module, BackboneInfo]:
     """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks.
 
     The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
     bf16 run does not cast them on every call; the small trainable ones (norms, position tables)
     stay fp32. `init="random"` builds the same architecture with fresh weights from a fixed seed
     (reproducible in every stage and in a fresh process, since frozen weights are never saved).
+    `dequantize`: hold the 4-bit weights dequantized (see `dequantize_frozen`).
     """
     from transformers import AutoModel
 
@@ -159,6 +160,8 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     model.set_input_embeddings(TokenEmbeddingsDropped())
     _upcast_small_weights(model)
     _keep_4bit_layout(model)
+    if dequantize:
+        dequantize_frozen(model, compute_dtype)
     model.config.use_cache = False
     info = BackboneInfo(
         name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
@@ -167,6 +170,46 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
         attention=attention, embed_std=embed_std, init=init,
     )
     return model, info
+
+
+# Backbones whose dequantized weights stay under this are held dequantized on CPUs (model.dequantize_frozen=auto).
+DEQUANTIZE_MAX_BYTES = 4 * 2**30
+
+
+def should_dequantize(requested: str, quantize: str, device_type: str, logical_params: int, dtype: torch.dtype) -> bool:
+    """auto: on a CPU, where bitsandbytes dequantizes every 4-bit weight on every call (forward and
+    backward; about 20% of a training step for SmolLM2), if the dequantized copy is small."""
+    if quantize == "none" or requested == "off":
+        return False
+    if requested == "on":
+        return True
+    return device_type == "cpu" and logical_params * torch.tensor([], dtype=dtype).element_size() <= DEQUANTIZE_MAX_BYTES
+
+
+def dequantize_frozen(model: nn.Module, dtype: torch.dtype) -> None:
+    """Replace every 4-bit Linear by a plain frozen Linear holding its dequantized weight.
+
+    The values are exactly those bitsandbytes computes with (it dequantizes to the compute dtype and
+    calls F.linear), so the numerics stay those of the quantized model; what changes is that the
+    dequantization runs once instead of on every call, and the memory is that of `dtype`.
+    """
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbF
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit):
+                continue
+            weight = bnbF.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+            # skip_init: no random initialization, so building the model draws the same RNG either way
+            plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
+                                             bias=child.bias is not None, dtype=dtype, device=weight.device)
+            with torch.no_grad():
+                plain.weight.copy_(weight.reshape(child.out_features, child.in_features))
+                if child.bias is not None:
+                    plain.bias.copy_(child.bias.float())
+            plain.requires_grad_(False)
+            setattr(parent, child_name, plain)
 
 
 RANDOM_INIT_SEED = 0
