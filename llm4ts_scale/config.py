@@ -28,7 +28,8 @@ class DataConfig:
     stride: int = 8
     few_shot_percent: int = 100
     batch_size: int = 128  # per process
-    eval_batch_size: Optional[int] = None  # defaults to batch_size
+    eval_batch_size: Optional[int] = None  # null: automatic (256 on a CPU, 4x batch_size on a GPU)
+    val_stride: int = 1  # validate on every k-th window (k > 1: cheaper model selection; the test is always whole)
     num_workers: int = 0
     shuffle_buffer: int = 10000
     freq: Optional[str] = None  # override the inferred frequency (pandas alias)
@@ -272,6 +273,7 @@ def validate(c: RunConfig) -> None:
     _check(d.num_workers >= 0, "data.num_workers must be >= 0")
     _check(d.fill in ("none", "ffill"), f"data.fill={d.fill!r} is unknown; use none or ffill")
     _check(d.eval_batch_size is None or d.eval_batch_size > 0, "data.eval_batch_size must be positive")
+    _check(d.val_stride >= 1, f"data.val_stride must be >= 1, got {d.val_stride}")
     _check(m.layers > 0, f"model.layers must be positive, got {m.layers}")
     _check(m.quantize in ("nf4", "fp4", "none"), f"model.quantize={m.quantize!r} is unknown; use nf4, fp4 or none")
     _check(m.dequantize_frozen in ("auto", "on", "off"), "model.dequantize_frozen must be auto, on or off")

@@ -45,13 +45,14 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def lockstep_batches(store, split: str, seq_len: int, pred_len: int, batch_size: int, *, rank: int, world_size: int,
                      device: torch.device, few_shot_percent: int = 100, num_workers: int = 0,
-                     desc: str | None = None, show_progress: bool = False):
+                     desc: str | None = None, show_progress: bool = False, window_step: int = 1):
     """Yield (batch on device, mask or None) for this rank's windows, in a fixed order, the same number
     of times on every rank; a rank that ran out yields masked copies (mask all False)."""
-    counts = [rank_num_samples(store, split, seq_len, pred_len, few_shot_percent, r, world_size) for r in range(world_size)]
+    counts = [rank_num_samples(store, split, seq_len, pred_len, few_shot_percent, r, world_size, window_step)
+              for r in range(world_size)]
     steps = max(math.ceil(c / batch_size) for c in counts)
     loader = make_loader(store, split, seq_len, pred_len, batch_size, few_shot_percent=few_shot_percent, rank=rank,
-                         world_size=world_size, num_workers=num_workers)
+                         world_size=world_size, num_workers=num_workers, window_step=window_step)
     stream = iter(loader)
     filler = None
     if counts[rank] == 0 and steps > 0:  # more ranks than shards: run masked copies of some window
@@ -74,15 +75,18 @@ def no_grad_mode(inference: bool):
 
 def evaluate_split(model, store, split: str, *, seq_len: int, pred_len: int, batch_size: int, task: str,
                    rank: int, world_size: int, device: torch.device, precision: str = "no",
-                   show_progress: bool = False, num_workers: int = 0, cache=None, inference: bool = True) -> dict:
+                   show_progress: bool = False, num_workers: int = 0, cache=None, inference: bool = True,
+                   window_step: int = 1) -> dict:
     """Metrics of `split` (forecast: H steps; align: next-patch, windows of L + stride).
-    `cache`: a FeatureCache of this split's frozen features (linear probing)."""
+    `cache`: a FeatureCache of this split's frozen features (linear probing); `window_step` k scores
+    every k-th window only (data.val_stride)."""
     was_training = model.training
     model.eval()
     metrics = MetricAccumulator()
     with no_grad_mode(inference):
         for batch, mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank, world_size=world_size,
-                                            device=device, num_workers=num_workers, show_progress=show_progress):
+                                            device=device, num_workers=num_workers, show_progress=show_progress,
+                                            window_step=window_step):
             maybe_die("test" if split == "test" else "eval")
             hidden = cache.lookup(batch) if cache is not None else None
             with autocast(device, precision):

@@ -25,15 +25,19 @@ _SHARD_ORDER_SEED = 20231  # fixed: which rank gets which shard must not depend 
 
 
 def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
-                world_size: int = 1) -> list[tuple[int, int, int]]:
+                world_size: int = 1, window_step: int = 1) -> list[tuple[int, int, int]]:
     """Shards as (channel, first_window, end_window), in the order datasets deals them out.
 
     Blocks within a channel differ by at most one window; train shards are interleaved
     pseudo-randomly (fixed order); empty shards pad the list to a multiple of world_size.
+    With `window_step` k, window indices count every k-th window (window i starts k*i rows in).
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    per_channel = store.num_windows(split, seq_len, pred_len, few_shot_percent)  # UserError if too short
+    if window_step < 1:
+        raise ValueError(f"window_step must be >= 1, got {window_step}")
+    all_windows = store.num_windows(split, seq_len, pred_len, few_shot_percent)  # UserError if too short
+    per_channel = -(-all_windows // window_step)
     channels = store.n_channels
     size = TRAIN_WINDOWS_PER_SHARD if split == "train" else WINDOWS_PER_SHARD
     blocks = max(-(-per_channel // size), -(-MIN_SHARDS_PER_RANK * world_size // channels))
@@ -48,25 +52,25 @@ def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few
 
 
 def rank_num_samples(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
-                     rank: int = 0, world_size: int = 1) -> int:
+                     rank: int = 0, world_size: int = 1, window_step: int = 1) -> int:
     """Exactly how many samples `rank` streams per epoch (the same for every epoch and seed)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)
+    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size, window_step)
     return sum(end - first for _, first, end in shards[rank::world_size])
 
 
-def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, pred_len: int):
+def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, pred_len: int, window_step: int = 1):
     """Yield (key, window) for the given shards; key = (channel, start), unique."""
     total = seq_len + pred_len
     for channel, first, end in shards:
         if end <= first:
             continue
-        a = row_start + first
-        b = row_start + end - 1 + total
+        a = row_start + first * window_step
+        b = row_start + (end - 1) * window_step + total
         values = store.read_channel(a, b, channel)
         marks = store.read_marks(a, b)
-        for w in range(end - first):
+        for w in range(0, (end - first) * window_step, window_step):
             yield (channel, a + w), {
                 "x": values[w:w + seq_len],
                 "y": values[w + seq_len:w + total],
@@ -79,7 +83,7 @@ def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, 
 
 def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, *, few_shot_percent: int = 100,
                    shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 10000, rank: int = 0,
-                   world_size: int = 1):
+                   world_size: int = 1, window_step: int = 1):
     """`datasets.IterableDataset` of this rank's dicts: x float32 [L] (scaled), y float32 [H],
     x_mark int64 [L, A], y_mark int64 [H, A], channel, start (first row of the window in the store).
 
@@ -91,7 +95,7 @@ def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, 
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size)[rank::world_size]
+    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size, window_step)[rank::world_size]
     row_start, _ = store.split_range(split, seq_len, few_shot_percent)
     # Built from an ExamplesIterable rather than IterableDataset.from_generator: the latter goes
     # through a dataset builder that hashes the arguments and leaves a lock file per dataset in
@@ -99,7 +103,8 @@ def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, 
     # the kwargs is what datasets splits across ranks and workers.
     examples = ExamplesIterable(
         _generate_windows,
-        {"shards": shards, "store": store, "row_start": row_start, "seq_len": seq_len, "pred_len": pred_len},
+        {"shards": shards, "store": store, "row_start": row_start, "seq_len": seq_len, "pred_len": pred_len,
+         "window_step": window_step},
     )
     ds = IterableDataset(examples)
     if shuffle:  # reshuffles the order of this rank's shards every epoch, then a buffer shuffle
@@ -130,13 +135,15 @@ def collate_windows(items: list[dict]) -> dict:
 
 def make_loader(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_size: int, *,
                 few_shot_percent: int = 100, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+                shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                window_step: int = 1):
     """DataLoader of batched windows (keys as window_dataset, tensors B first). No batch is dropped:
     the last one may be short. `loader.dataset.set_epoch(e)` switches to epoch e's order."""
     import torch
     from torch.utils.data import DataLoader
 
     ds = window_dataset(store, split, seq_len, pred_len, few_shot_percent=few_shot_percent, shuffle=shuffle,
+                        window_step=window_step,
                         seed=seed, shuffle_buffer=shuffle_buffer, rank=rank, world_size=world_size)
     if shuffle:  # (datasets reorders shards for any non-zero epoch, so evaluation never sets one)
         ds.set_epoch(epoch)

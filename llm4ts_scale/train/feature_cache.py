@@ -40,7 +40,7 @@ class FeatureCache:
 
     def fill(self, model, store, split: str, seq_len: int, pred_len: int, batch_size: int, *, rank: int,
              world_size: int, device: torch.device, precision: str, few_shot_percent: int = 100,
-             show_progress: bool = False) -> "FeatureCache":
+             show_progress: bool = False, window_step: int = 1) -> "FeatureCache":
         """Run the frozen part once over this rank's windows of `split` (lockstep across ranks)."""
         was_training = model.training
         model.eval()
@@ -48,7 +48,8 @@ class FeatureCache:
         with torch.no_grad():  # not inference_mode: the features feed the head's autograd graph later
             for batch, mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank,
                                                 world_size=world_size, device=device, few_shot_percent=few_shot_percent,
-                                                desc=f"LP features {split}", show_progress=show_progress):
+                                                desc=f"LP features {split}", show_progress=show_progress,
+                                                window_step=window_step):
                 with autocast(device, precision):
                     hidden = model(batch["x"], batch["x_mark"], task="features")
                 chunks.append(hidden)

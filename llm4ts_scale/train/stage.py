@@ -189,7 +189,7 @@ class StageRecipe:
             return True
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         train = rank_num_samples(self.store, "train", d.seq_len, d.pred_len, d.few_shot_percent, rank, world)
-        val = rank_num_samples(self.store, "val", d.seq_len, d.pred_len, 100, rank, world)
+        val = rank_num_samples(self.store, "val", d.seq_len, d.pred_len, 100, rank, world, d.val_stride)
         if train + val >= self.stage_cfg.epochs * (self.steps * d.batch_size + val):
             return False
         need = cache_bytes(train + val, self.unwrapped.num_patches, self.unwrapped.info.hidden_size)
@@ -206,9 +206,10 @@ class StageRecipe:
         kwargs = dict(rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
                       show_progress=self.main)
         batch = eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type)
-        for split, few_shot in (("train", d.few_shot_percent), ("val", 100)):
+        for split, few_shot, step in (("train", d.few_shot_percent, 1), ("val", 100, d.val_stride)):
             self.caches[split] = FeatureCache(self.store.n_channels).fill(
-                self.model, self.store, split, d.seq_len, d.pred_len, batch, few_shot_percent=few_shot, **kwargs)
+                self.model, self.store, split, d.seq_len, d.pred_len, batch, few_shot_percent=few_shot,
+                window_step=step, **kwargs)
         self.log(f"LP features cached once for {len(self.caches['train'])} train and {len(self.caches['val'])} "
                  "validation windows on this rank (frozen part without dropout)")
 
@@ -266,7 +267,7 @@ class StageRecipe:
             batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type), task=self.spec.task,
             rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
             show_progress=self.main, num_workers=d.num_workers, cache=self.caches.get("val"),
-            inference=not self.deepspeed)
+            inference=not self.deepspeed, window_step=d.val_stride)
 
     def keep_if_best(self, val: dict) -> bool:
         """Write the tunable weights when validation improved (every rank joins: ZeRO-3 gathers)."""
