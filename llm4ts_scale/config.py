@@ -69,7 +69,7 @@ class StageConfig:
     epochs: int = 1
     lr: float = 1.0e-3
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | constant | type1 (halve every epoch) | type3 (x0.9 per epoch after 3)
+    schedule: str = "cosine"  # cosine | constant | type1 | type3 (Time-Series-Library's per-epoch rules)
     warmup_ratio: float = 0.1
 
 

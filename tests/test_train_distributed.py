@@ -86,12 +86,34 @@ def test_export_reproduces_test_mse_in_fresh_process(zero2_run):
     assert scored["mae"] == pytest.approx(expected["mae"], rel=1e-5)
 
 
-def test_alignment_hands_off_to_linear_probing(zero2_run, tmp_path, backbone):
-    run_dir, _ = zero2_run
-    lp_only = tmp_path / "lp-only"
+@pytest.fixture(scope="module")
+def lp_only_one_process(tmp_path_factory, backbone):
+    """LP alone, one process, the same LP settings and optimizer-step count as the 2-process runs."""
+    lp_only = tmp_path_factory.mktemp("lp-only") / "run"
     result = launch_train(tiny_run_overrides(backbone, lp_only, **{"stages.align.epochs": 0, "stages.ft.epochs": 0}),
                           ds=None, processes=1)
     assert result.returncode == 0, result.stderr[-3000:]
+    return lp_only
+
+
+def test_lr_schedule_does_not_depend_on_process_count(zero2_run, lp_only_one_process):
+    """Defect: Accelerate stepped a prepared scheduler once per process, so with 2 processes the cosine
+    reached 0 at mid-stage and climbed back. Now the learning rate each optimizer step used (read from
+    the optimizer DeepSpeed steps) is the same sequence with 2 processes as with 1."""
+    two = json.loads((zero2_run[0] / "run.json").read_text())["stages"]["lp"]["history"]
+    one = json.loads((lp_only_one_process / "run.json").read_text())["stages"]["lp"]["history"]
+    lrs_two = [lr for epoch in two for lr in epoch["lrs"]]
+    lrs_one = [lr for epoch in one for lr in epoch["lrs"]]
+    assert len(lrs_two) == len(lrs_one) == 2 * 10
+    assert lrs_two == pytest.approx(lrs_one, rel=1e-6)
+    peak = max(lrs_one)
+    assert lrs_one[9] > 0.4 * peak  # mid-stage: half-way down the cosine, not at zero
+    assert lrs_one[-1] < 0.05 * peak and lrs_one[-1] == min(lrs_one[2:])  # the end: the lowest, not back up
+
+
+def test_alignment_hands_off_to_linear_probing(zero2_run, lp_only_one_process):
+    run_dir, _ = zero2_run
+    lp_only = lp_only_one_process
     aligned = load_file(str(run_dir / "align" / "weights.safetensors"))
     lp_after_align = load_file(str(run_dir / "lp" / "weights.safetensors"))
     lp_from_scratch = load_file(str(lp_only / "lp" / "weights.safetensors"))

@@ -31,7 +31,7 @@ BASE = [
     "data.path=ETTh1", "data.split=ett-hourly", "data.seq_len=336", "data.pred_len=96", "data.few_shot_percent=10",
     "data.batch_size=32", "data.val_stride=4", "model.backbone=smollm2-135m", "model.layers=6", "model.quantize=nf4",
     "train.log_with=none", "train.patience=2", "train.checkpoint_every_steps=100000",
-    "stages.align.epochs=0", "stages.lp.epochs=8", "stages.lp.lr=1e-3", "stages.ft.epochs=3", "stages.ft.lr=1e-4",
+    "stages.align.epochs=0", "stages.lp.epochs=10", "stages.lp.lr=1e-4", "stages.ft.epochs=3", "stages.ft.lr=1e-4",
 ]
 # name -> (overrides on top of BASE, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -41,6 +41,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "scaled-calendar-none": (["model.calendar=none"], "no calendar embeddings"),
     "scaled-hour-weekday": (["model.calendar=[hour,weekday]"], "hour and weekday tables only"),
     "scaled-random-backbone": (["model.backbone_init=random"], "same architecture, random frozen weights"),
+    "scaled-lp-lr-1e-3": (["stages.lp.lr=1e-3"], "linear probing at lr 1e-3 (the old default)"),
     "scaled-official-lr": (["stages.lp.lr=9.8e-5", "stages.ft.lr=9.8e-5", "stages.lp.schedule=constant",
                             "stages.ft.schedule=constant"], "one constant lr 9.8e-5 for LP and FT (the official 10 % run)"),
     "scaled-align": (["stages.align.epochs=1"], "with one epoch of time-series alignment first"),
@@ -49,7 +50,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 
 def run_variant(name: str, overrides: list[str], runs_dir: Path) -> Path:
     run_dir = runs_dir / name
-    cmd = [sys.executable, "launch/train.py", *BASE, *overrides, f"run_dir={run_dir}"]
+    cmd = [sys.executable, "launch/train.py", *BASE, *overrides, f"run_dir={run_dir}", "--restart"]
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
     return run_dir

@@ -110,9 +110,11 @@ def build_stage_model(config: RunConfig, store, stage: str, init_state: dict | N
 
 def lr_lambda(schedule: str, steps_per_epoch: int):
     """Multiplier of the base lr at optimizer step s. cosine/constant: with linear warm-up; type1 and
-    type3 are Time-Series-Library's per-epoch rules (halve every epoch; x0.9 per epoch after the 3rd)."""
+    type3 are Time-Series-Library's per-epoch rules as the official LLM4TS loop applies them (after
+    each epoch, for the next): type1 keeps the base lr for 2 epochs then halves every epoch; type3
+    keeps it for 4 epochs then multiplies by 0.9 every epoch."""
     if schedule == "type1":
-        return lambda s: 0.5 ** (s // steps_per_epoch)
+        return lambda s: 0.5 ** max(0, s // steps_per_epoch - 1)
     if schedule == "type3":
         return lambda s: 0.9 ** max(0, s // steps_per_epoch - 3)
     return None
@@ -241,8 +243,8 @@ class StageRecipe:
                 if not self.deepspeed and acc.sync_gradients and t.max_grad_norm > 0:
                     acc.clip_grad_norm_(self.params, t.max_grad_norm)
                 self.optimizer.step()
-                if acc.sync_gradients:
-                    p.lrs.append(self.scheduler.get_last_lr()[0])
+                if acc.sync_gradients:  # the lr this update used, read from the optimizer DeepSpeed steps
+                    p.lrs.append(float(self.optimizer.param_groups[0]["lr"]))
                     self.scheduler.step()
                 self.optimizer.zero_grad()
             p.step += 1
