@@ -73,6 +73,6 @@ def tiny_run_overrides(backbone: Path, run_dir: Path, **over) -> list[str]:
 
 
 def ett_test_samples(seq_len: int, pred_len: int, channels: int = 7) -> int:
-    """DESIGN section 4: ETTh test rows are [11520 - L, 14400); windows = rows - L - H + 1 per channel."""
+    """docs/ARCHITECTURE.md section 4: ETTh test rows are [11520 - L, 14400); windows = rows - L - H + 1 per channel."""
     rows = 14400 - (11520 - seq_len)
     return channels * (rows - seq_len - pred_len + 1)

@@ -1,4 +1,4 @@
-"""Shipped configs validate, and the paper grid follows the protocol (DESIGN section 4, issue #5)."""
+"""Shipped configs validate, and the paper grid follows the protocol (docs/ARCHITECTURE.md section 4, issue #5)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from llm4ts_scale.data.store import SeriesStore, open_store
 from llm4ts_scale.data.windows import make_loader
 from llm4ts_scale.errors import UserError
 
-# (fixture, L, H, TSLib borders computed by hand from DESIGN section 4)
+# (fixture, L, H, TSLib borders computed by hand from docs/ARCHITECTURE.md section 4)
 ETT = ("etth1", 336, 96, {"train": (0, 8640), "val": (8640 - 336, 11520), "test": (11520 - 336, 14400)})
 ILI_N = 966
 ILI_TRAIN, ILI_TEST = int(ILI_N * 0.7), int(ILI_N * 0.2)

@@ -1,7 +1,7 @@
-"""configs/paper/*.yaml carry the official LLM4TS settings (DESIGN.md section 7), mapped as
+"""configs/paper/*.yaml carry the official LLM4TS settings (configs/paper/README.md), mapped as
 configs/paper/README.md explains, and tools/paper_sweep.py turns them into the right grid.
 
-The table below is copied from the official settings (DESIGN.md section 7), not read from the
+The table below is copied from the official settings (configs/paper/README.md), not read from the
 configs, so a wrong value in a config fails here.
 """
 
@@ -61,7 +61,7 @@ def path_of(dataset: str, setting: str) -> Path:
 
 
 def feasible_horizons(dataset: str, setting: str) -> list[int]:
-    """Horizons with at least one few-shot training window (DESIGN section 4), computed here from
+    """Horizons with at least one few-shot training window (docs/ARCHITECTURE.md section 4), computed here from
     the published row counts rather than with the sweep's own helper."""
     L, pct, rows = OFFICIAL[(dataset, setting)][0], SETTINGS[setting], lookup(dataset).rows
     border2 = {"ett-hourly": 8640, "ett-minute": 4 * 8640}.get(SPLITS[dataset], int(rows * 0.7))
@@ -71,7 +71,7 @@ def feasible_horizons(dataset: str, setting: str) -> list[int]:
 
 def test_the_official_table_is_complete():
     assert set(OFFICIAL) == {(d, s) for d in DATASETS for s in SETTINGS}
-    # the example the table is checked against (DESIGN section 7, first row)
+    # the example the table is checked against (configs/paper/README.md, first row)
     assert OFFICIAL[("ETTh1", "10pct")] == (512, 7, "adalora", 16, 32, 1.48e-3, 10, "constant",
                                             9.8e-5, 10, "constant", 0.1)
 

@@ -79,7 +79,7 @@ def test_backtest_covers_the_test_split_next_to_the_actual_values(ili_run_dir, t
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out, parse_dates=["date"])
     n = len(frame)
-    test_border = n - int(n * 0.2)  # DESIGN section 4: 70/10/20
+    test_border = n - int(n * 0.2)  # docs/ARCHITECTURE.md section 4: 70/10/20
     blocks = (n - test_border) // ILI_H
     assert len(table) == blocks * ILI_H
     assert table["date"].iloc[0] == frame["date"].iloc[test_border]

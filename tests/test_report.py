@@ -26,7 +26,7 @@ def run_dir(ili_run_dir):
 
 
 def naive_step_mse(step: int) -> float:
-    """Naive (last value) test MSE at one step, straight from the CSV (DESIGN section 4: 70/10/20 borders,
+    """Naive (last value) test MSE at one step, straight from the CSV (docs/ARCHITECTURE.md section 4: 70/10/20 borders,
     train-only population statistics, test rows start L before the border)."""
     values = pd.read_csv(data_dir() / DATA).iloc[:, 1:].to_numpy(np.float64)
     n = len(values)

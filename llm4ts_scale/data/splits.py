@@ -1,4 +1,4 @@
-"""Train/val/test borders (Time-Series-Library conventions, DESIGN section 4) and window ranges.
+"""Train/val/test borders (Time-Series-Library conventions, docs/ARCHITECTURE.md section 4) and window ranges.
 
 Borders are stored without the look-back: train [0, b1), val [b1, b2), test [b2, b3).
 `split_rows` adds the look-back L in front of val/test (their first window's input lies in the

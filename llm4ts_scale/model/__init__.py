@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 # bitsandbytes warns on every import that an optional CPU kernel package is missing; the CPU path
-# works without it (DESIGN section 5), and the line would break our one-line-error contract.
+# works without it (docs/ARCHITECTURE.md section 5), and the line would break our one-line-error contract.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 from llm4ts_scale.model.encoder import CALENDAR_SIZES, HOURLY_ATTRS, num_patches

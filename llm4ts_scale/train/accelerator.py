@@ -1,7 +1,7 @@
 """Build the one Accelerator of a run: DeepSpeed plugin from --ds, gloo on CPU-only hosts, nccl + bf16 on GPU.
 
 On a host without GPUs Accelerate would report one process on every rank unless the process group is
-created with backend="gloo" (see DESIGN section 5), so the backend is always passed explicitly, with an
+created with backend="gloo" (see docs/ARCHITECTURE.md section 5), so the backend is always passed explicitly, with an
 explicit collective timeout so that a dead rank makes the others fail instead of hanging.
 """
 
