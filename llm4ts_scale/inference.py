@@ -48,10 +48,11 @@ def check_columns(columns, loaded: LoadedModel) -> None:
                         "pass a file with the training columns in the same order")
 
 
-def open_checked_store(loaded: LoadedModel, data_path: str | None = None, *, changed_hint: str = "pass --data with the original file"):
+def open_checked_store(loaded: LoadedModel, data_path: str | None = None, *,
+                       changed_hint: str = "pass --data with the original file"):
     """The store to score: the training data (refused if it changed since), or `data_path` with the
     same calendar attributes and columns."""
-    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.sources import open_store
 
     d = loaded.config.data
     store = open_store(data_path or d.path, split=d.split, freq=d.freq, fill=d.fill)

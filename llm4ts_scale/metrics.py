@@ -87,7 +87,7 @@ class MetricAccumulator:
         buf = self._buffer(pred.device)
         buf += stats.to(buf.device)
 
-    def merge(self, other: "MetricAccumulator") -> "MetricAccumulator":
+    def merge(self, other: MetricAccumulator) -> MetricAccumulator:
         """Add another accumulator's sums into this one (e.g. per-split or per-worker partials)."""
         if other._state is not None:
             buf = self._buffer(other._state.device)
@@ -95,7 +95,7 @@ class MetricAccumulator:
         return self
 
     @torch.no_grad()
-    def reduce(self, accelerator=None) -> "MetricAccumulator":
+    def reduce(self, accelerator=None) -> MetricAccumulator:
         """Sum the state over all ranks (Accelerate's reduce if given, else torch.distributed
         when initialized). Every rank must call it, even with no data; call it once."""
         if self._reduced:

@@ -11,7 +11,7 @@ import torch
 from llm4ts_scale.data.calendar import calendar_marks
 from llm4ts_scale.data.frame import load_frame
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import atomic_write_bytes
+from llm4ts_scale.io import atomic_write_bytes, atomic_writer
 
 
 def future_timestamps(last: np.datetime64, freq: str, horizon: int) -> pd.DatetimeIndex:
@@ -75,11 +75,9 @@ def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, c
     axes[0, 0].set_title(title or f"{len(future_ts)}-step forecast")
     fig.autofmt_xdate()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def backtest(loaded, store, batch_size: int = 256):

@@ -10,9 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from llm4ts_scale.io import atomic_write_bytes
+from llm4ts_scale.stages import STAGES
 from llm4ts_scale.step_errors import StepErrors
 
-STAGE_TITLES = {"align": "align (next-patch MSE)", "lp": "lp (forecast MSE)", "ft": "ft (forecast MSE)"}
+STAGE_TITLES = {s.name: s.title for s in STAGES}
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -8,13 +8,13 @@ or empty adapter is a bug this module exists to prevent).
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from llm4ts_scale.errors import UserError
+from llm4ts_scale.io import atomic_write_bytes
 
 FROZEN_GROUP = "frozen"
 
@@ -56,14 +56,8 @@ def load_tunable_state(model, state: dict[str, torch.Tensor], *, source: str = "
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write safetensors atomically (temporary name, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write safetensors atomically (llm4ts_scale/io.py)."""
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from launching import REPO
 
 from llm4ts_scale.config import load_config
 from llm4ts_scale.data.registry import lookup
-
-from launching import REPO
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PAPER = sorted((REPO / "configs" / "paper").glob("*.yaml"))

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4ts_scale.data.store import SeriesStore, open_store
+from llm4ts_scale.data.sources import open_store
+from llm4ts_scale.data.store import SeriesStore
 from llm4ts_scale.data.windows import make_loader
 from llm4ts_scale.errors import UserError
 

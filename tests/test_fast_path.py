@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
-
 from backbones import tiny_gpt2, tiny_llama
 from launching import cli, launch_train, tiny_run_overrides
+
 from llm4ts_scale.config import load_config
 from llm4ts_scale.model import build_model
 from llm4ts_scale.precision import cpu_flags, resolve_precision

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from launching import REPO, child_env, data_dir
 
 from llm4ts_scale.data.fetch import fetch, parse_sources
 from llm4ts_scale.data.registry import DATASETS, lookup
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import file_sha256
-
-from launching import REPO, child_env, data_dir
 
 TOOL = REPO / "tools" / "fetch_data.py"
 

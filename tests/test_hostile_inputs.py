@@ -4,7 +4,6 @@ content is thrown at `prepare` by the property test at the end.)"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import string
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from launching import REPO, child_env, data_dir
 
 ETTH1 = data_dir() / "ETTh1.csv"

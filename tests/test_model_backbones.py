@@ -4,10 +4,10 @@ truncation, LoRA placement, 4-bit layers, parameter groups per stage, gradient f
 import bitsandbytes as bnb
 import pytest
 import torch
+from backbones import BUILDERS
 from peft import load_peft_weights, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from backbones import BUILDERS
 from llm4ts_scale.config import load_config
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.model import GROUPS, LLM4TS, STAGE_GROUPS, build_model

@@ -7,8 +7,8 @@ That is the LLM4TS design; causality is a property of the normalized path.
 
 import pytest
 import torch
-
 from backbones import BUILDERS
+
 from llm4ts_scale.config import load_config
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.encoder import patchify

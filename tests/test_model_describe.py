@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from backbones import tiny_gpt2, tiny_llama
+
 from llm4ts_scale.cli import main
 
 KEYS = {"backbone", "backbone_class", "layers_loaded", "params_total", "groups", "trainable", "backbone_bytes"}

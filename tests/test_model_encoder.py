@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from llm4ts_scale.model.encoder import (CALENDAR_SIZES, CausalTokenConv, PatchEncoder, RevIN, TemporalEmbedding,
-                                        num_patches, patchify)
+from llm4ts_scale.model.encoder import (
+    CALENDAR_SIZES,
+    CausalTokenConv,
+    PatchEncoder,
+    RevIN,
+    TemporalEmbedding,
+    num_patches,
+    patchify,
+)
 
 
 def test_calendar_sizes_match_the_data_contract():

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
 from conftest import ILI_H, ILI_L
 from launching import cli, data_dir
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

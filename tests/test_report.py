@@ -9,13 +9,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
-from llm4ts_scale.cli import main
-
 from conftest import ILI_H as H
 from conftest import ILI_L as L
 from launching import cli, data_dir
+from PIL import Image
+
+from llm4ts_scale.cli import main
 
 DATA = "national_illness.csv"
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-
 from backbones import tiny_llama
-from launching import launch_train, tiny_run_overrides, child_env
+from launching import child_env, launch_train, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +61,7 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, backbone,
     victim.write_bytes(bytes(data))
     result = _attempt(backbone, run_dir)
     assert result.returncode == 0, result.stderr[-4000:]
-    warnings = [l for l in result.stderr.splitlines() if "is corrupted" in l]
+    warnings = [line for line in result.stderr.splitlines() if "is corrupted" in line]
     assert len(warnings) == 1 and str(victim) in warnings[0]
     assert f"resuming from {checkpoints[0].name}" in result.stdout
     resumed = json.loads((run_dir / "metrics.json").read_text())["test"]
@@ -79,7 +77,7 @@ def test_full_disk_during_checkpoint_keeps_the_previous_one_and_exits_2(tmp_path
     assert before
     result = _attempt(backbone, run_dir, LLM4TS_FAIL_WRITE="checkpoint")
     assert result.returncode == 2
-    errors = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+    errors = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no space left on device" in errors[0] and "Traceback" not in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in ckpts.glob("step-*")} == before
     assert not list(ckpts.glob(".tmp-*"))

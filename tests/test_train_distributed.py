@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-from safetensors.torch import load_file
-
 from backbones import tiny_llama
 from launching import cli, ett_test_samples, launch_train, tiny_run_overrides
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +137,7 @@ def test_changed_config_on_existing_run_dir_exits_2(zero2_run, backbone):
     run_dir, _ = zero2_run
     result = launch_train(tiny_run_overrides(backbone, run_dir, **{"stages.ft.lr": 5e-4}), ds=None, processes=1)
     assert result.returncode == 2
-    lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert lines and "--restart" in lines[-1] and "Traceback" not in result.stderr
 
 

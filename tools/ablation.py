@@ -69,7 +69,7 @@ def keep_small_files(run_dir: Path, name: str) -> None:
 def table() -> str:
     lines = ["| variant | what it tests | best val MSE | best val MAE | stage, epoch | LP best val | minutes |",
              "|---|---|---|---|---|---|---|"]
-    for name, (overrides, note) in VARIANTS.items():
+    for name, (_, note) in VARIANTS.items():
         path = RESULTS / name / "run.json"
         if not path.is_file():
             lines.append(f"| {name} | {note} | (not run) | | | | |")

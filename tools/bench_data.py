@@ -66,7 +66,7 @@ def bench_throughput(data: str, repeat: int, num_workers: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.data.windows import make_loader
 
     store = open_store(data)
@@ -89,7 +89,7 @@ def bench_throughput(data: str, repeat: int, num_workers: int) -> dict:
 
 def child_rss(store_dir: str) -> None:
     """One streaming training epoch; prints samples, seconds and this process's peak RSS."""
-    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.data.windows import make_loader
 
     store = open_store(store_dir)
@@ -148,7 +148,7 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ["LLM4TS_CACHE"] = str(tmp / "cache")
         from llm4ts_scale.data.prepare import prepare
-        from llm4ts_scale.data.store import open_store
+        from llm4ts_scale.data.sources import open_store
 
         base = open_store(args.data)
         tput = bench_throughput(str(base.path), args.repeat, args.num_workers)
@@ -175,7 +175,7 @@ def main() -> None:
 
 def _source_file(data: str) -> str:
     """The CSV behind --data (a file path, or a NAME looked up like open_store does)."""
-    from llm4ts_scale.data.store import find_data_file
+    from llm4ts_scale.data.sources import find_data_file
 
     path = Path(data)
     if path.is_file():

@@ -249,8 +249,8 @@ def _mib(v) -> str:
 def report(rows: list[dict], targets: list[int], gpu: str, total_bytes: int | None) -> list[str]:
     """The table: measured rows, then the linear extrapolations."""
     ks = [r["layers"] for r in rows]
-    lines = [f"| layers K | describe backbone_bytes MiB | resident after load MiB | peak CUDA MiB (training) | "
-             f"s/step |", "|---|---|---|---|---|"]
+    lines = ["| layers K | describe backbone_bytes MiB | resident after load MiB | peak CUDA MiB (training) | "
+             "s/step |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['layers']} | {_mib(r['backbone_bytes'])} | {_mib(r['resident_bytes'])} "
                      f"| {_mib(r['peak_bytes'])} | {r['step_s']:.3f} |")
@@ -313,7 +313,8 @@ def main(argv=None) -> int:
     else:
         gpu, total_bytes = "CPU (dry run, tiny shape)", None
     print(f"device: {gpu}" + (f", {total_bytes / 2**30:.1f} GiB" if total_bytes else ""))
-    print(f"shape: {'tiny LLaMA (dry run)' if args.dry_run_cpu else 'Llama-2-7B'} (hidden {shape['hidden_size']}, MLP {shape['intermediate_size']}, "
+    name = "tiny LLaMA (dry run)" if args.dry_run_cpu else "Llama-2-7B"
+    print(f"shape: {name} (hidden {shape['hidden_size']}, MLP {shape['intermediate_size']}, "
           f"{shape['num_attention_heads']} heads, {shape['num_hidden_layers']} blocks, vocab {shape['vocab_size']}), "
           f"random weights; NF4 + LoRA, FT trainable set, bf16 autocast, batch {args.batch}, L={args.seq_len} "
           f"P={args.patch_len} S={args.stride} H={args.pred_len}, {args.steps} steps", flush=True)
@@ -349,7 +350,8 @@ def main(argv=None) -> int:
 
     print()
     print("\n".join(report(rows, args.extrapolate, gpu, total_bytes)))
-    print(f"\ndescribe's command for K: llm4ts-scale describe {' '.join(overrides_for(Path('<dir>'), 0, args)).replace('model.layers=0', 'model.layers=K')}")
+    command = " ".join(overrides_for(Path("<dir>"), 0, args)).replace("model.layers=0", "model.layers=K")
+    print(f"\ndescribe's command for K: llm4ts-scale describe {command}")
 
     if device == "cuda":
         ks = [r["layers"] for r in rows]

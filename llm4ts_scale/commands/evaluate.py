@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from llm4ts_scale.config import Fill, choices
+
 # Training flags of --baseline dlinear: (flag, attribute, default); None in args means "not given".
 _DLINEAR_FLAGS = (("--few-shot-percent", "few_shot_percent", 100), ("--epochs", "epochs", 10),
                   ("--lr", "lr", 0.005), ("--seed", "seed", 2023))
@@ -48,7 +50,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split-rule", default="auto", help="how to split a CSV given as --data: auto, ett-hourly, "
                                                         "ett-minute, ratio")
     p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
-    p.add_argument("--fill", default="none", choices=("none", "ffill"), help="NaN handling for a CSV given as --data")
+    p.add_argument("--fill", default="none", choices=choices(Fill), help="NaN handling for a CSV given as --data")
     p.add_argument("--original-scale", action="store_true", help="score in the data's units instead of standardized")
     p.add_argument("--out", default=None, help="also write {split: metrics} to this JSON file")
     p.set_defaults(handler=run)
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
-    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.errors import UserError
 
     seq_len = args.seq_len if args.seq_len is not None else 336
@@ -122,7 +124,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
 
 def _run_dlinear(args: argparse.Namespace) -> int:
-    from llm4ts_scale.data.store import open_store
+    from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.errors import UserError
 
     seq_len = args.seq_len if args.seq_len is not None else 336

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from llm4ts_scale.config import Fill, choices
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="validate a CSV/Parquet series into an Arrow store",
@@ -19,7 +21,7 @@ def add_parser(subparsers) -> None:
                    help="split rule: auto (ETT rules for ETTh*/ETTm* names, else ratio), ett-hourly, ett-minute, "
                         "ratio (70/10/20)")
     p.add_argument("--freq", default=None, help="pandas frequency alias overriding the inferred one (e.g. h, 15min)")
-    p.add_argument("--fill", default="none", choices=("none", "ffill"),
+    p.add_argument("--fill", default="none", choices=choices(Fill),
                    help="ffill: forward-fill NaN/inf instead of refusing them")
     p.add_argument("--name", default=None, help="dataset name (default: the file name without suffix)")
     p.set_defaults(handler=run)
@@ -30,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from llm4ts_scale.data.prepare import prepare
+    from llm4ts_scale.data.sources import find_data_file
     from llm4ts_scale.data.splits import resolve_split_rule
-    from llm4ts_scale.data.store import find_data_file
     from llm4ts_scale.errors import UserError
 
     resolve_split_rule(args.split, "")  # an unknown rule fails before the file is read

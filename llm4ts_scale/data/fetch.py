@@ -10,9 +10,7 @@ Standard library urllib only (http, https and file:// URLs, the latter for offli
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,10 +19,10 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from llm4ts_scale.cache import cache_root
 from llm4ts_scale.data.registry import DATASETS, DatasetInfo, lookup
-from llm4ts_scale.data.store import cache_root
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import file_sha256
+from llm4ts_scale.io import atomic_writer, file_sha256
 
 CHUNK = 1 << 16
 USER_AGENT = "llm4ts-scale-fetch/1 (+python urllib)"
@@ -90,40 +88,32 @@ def _open(url: str):
                         "with a mirror or a file:// copy") from None
 
 
-def _download_to_temp(url: str, directory: Path, label: str, progress: bool) -> tuple[Path, str, bytes]:
-    """Stream `url` into a temp file in `directory`; returns (temp path, sha256, first line)."""
+def _download(url: str, out, label: str, progress: bool) -> tuple[str, bytes]:
+    """Stream `url` into the open file `out`; returns (sha256, first line)."""
     digest = hashlib.sha256()
     first_line = b""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{label}.", suffix=".part", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with _open(url) as response, os.fdopen(fd, "wb") as out:
-            total = response.headers.get("Content-Length") if response.headers else None
-            total = int(total) if total and total.isdigit() else None
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                      disable=None if progress else True, file=sys.stderr, leave=False) as bar:
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except OSError as err:
-                        raise UserError(f"download of {url} broke off after {received} bytes ({err}); retry") from None
-                    if not chunk:
-                        break
-                    if len(first_line) < 4096 and b"\n" not in first_line:
-                        first_line = (first_line + chunk)[:4096]
-                    digest.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and received != total:
-                raise UserError(f"download of {url} is truncated ({received} of {total} bytes); retry")
-            out.flush()
-            os.fsync(out.fileno())
-        return tmp, digest.hexdigest(), first_line.split(b"\n", 1)[0]
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _open(url) as response:
+        total = response.headers.get("Content-Length") if response.headers else None
+        total = int(total) if total and total.isdigit() else None
+        received = 0
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                  disable=None if progress else True, file=sys.stderr, leave=False) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except OSError as err:
+                    raise UserError(f"download of {url} broke off after {received} bytes ({err}); retry") from None
+                if not chunk:
+                    break
+                if len(first_line) < 4096 and b"\n" not in first_line:
+                    first_line = (first_line + chunk)[:4096]
+                digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received != total:
+            raise UserError(f"download of {url} is truncated ({received} of {total} bytes); retry")
+    return digest.hexdigest(), first_line.split(b"\n", 1)[0]
 
 
 def fetch_dataset(info: DatasetInfo, dest: Path | None = None, url: Optional[str] = None, *,
@@ -143,17 +133,12 @@ def fetch_dataset(info: DatasetInfo, dest: Path | None = None, url: Optional[str
             print(f"{info.name}: already installed at {target}{note}")
             return FetchResult(info.name, target, current, info.sha256 is not None, False)
         print(f"{info.name}: {target} does not match the pinned sha256, downloading again")
-    tmp, sha, first_line = _download_to_temp(url, dest, info.name, progress)
-    try:
+    with atomic_writer(target) as out:  # installed only if every check below passes
+        sha, first_line = _download(url, out, info.name, progress)
         if info.sha256 is not None and sha != info.sha256:
             raise UserError(f"{info.name} from {url} is corrupted or a different file: sha256 {sha}, expected "
                             f"{info.sha256}; nothing installed, retry or use another --source")
         _check_header(first_line, info, url)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if info.sha256 is None:
         print(f"warning: {info.name} is unpinned (no sha256 in llm4ts_scale/data/registry.py); accepted "
             f"sha256 {sha}; pin it there once you have verified this copy", file=sys.stderr)

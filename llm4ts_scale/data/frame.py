@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm4ts_scale.config import Fill, choices
 from llm4ts_scale.errors import UserError
 
 DATE_COLUMN = "date"
-FILL_MODES = ("none", "ffill")
+FILL_MODES = choices(Fill)
 SUFFIXES = (".csv", ".parquet", ".pq")
 
 
@@ -129,14 +130,18 @@ def _check_finite(values: np.ndarray, columns: list[str], fill: str, name: str, 
     )
 
 
+def check_fill(fill: str) -> None:
+    if fill not in FILL_MODES:
+        raise UserError(f"fill mode {fill!r} is unknown; use {' or '.join(FILL_MODES)}")
+
+
 def load_frame(path: str | Path, fill: str = "none") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(timestamps datetime64[ns] [N], values float64 [N, C], channel names), all checks applied.
 
     Checks: a `date` column, parseable and strictly increasing timestamps (no duplicates),
     numeric channels, no NaN/inf unless `fill="ffill"`.
     """
-    if fill not in FILL_MODES:
-        raise UserError(f"fill mode {fill!r} is unknown; use none or ffill")
+    check_fill(fill)
     path = Path(path)
     df = read_table(path)
     is_csv = path.suffix.lower() == ".csv"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -22,21 +21,11 @@ import pandas as pd
 
 from llm4ts_scale import __version__
 from llm4ts_scale.data.calendar import calendar_attributes, calendar_marks, infer_freq, normalize_freq
-from llm4ts_scale.data.frame import FILL_MODES, load_frame
+from llm4ts_scale.data.frame import check_fill, load_frame
 from llm4ts_scale.data.splits import resolve_split_rule, split_borders
+from llm4ts_scale.data.store import META_FILE, STORE_FORMAT, STORE_VERSION, SeriesStore, store_fingerprint
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json, file_sha256
-
-STORE_FORMAT = "llm4ts-scale-store"
-STORE_VERSION = 1
-META_FILE = "store.json"
-
-
-def store_fingerprint(source_sha256: str, split_rule: str, freq: str | None, fill: str) -> str:
-    """Identity of a store: the source bytes plus the prepare parameters that change its content."""
-    payload = {"source_sha256": source_sha256, "split_rule": split_rule, "freq": freq, "fill": fill,
-               "version": STORE_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def resolve_freq(timestamps: np.ndarray, freq: str | None) -> tuple[str, str | None]:
@@ -136,11 +125,8 @@ def prepare(
     An `out` that already holds the same store (same source bytes and parameters) is reused;
     any other non-empty `out` is refused.
     """
-    from llm4ts_scale.data.store import SeriesStore
-
     source, out = Path(source), Path(out)
-    if fill not in FILL_MODES:
-        raise UserError(f"fill mode {fill!r} is unknown; use none or ffill")
+    check_fill(fill)
     name = name or source.stem
     rule = resolve_split_rule(split, name)
     if out.exists() and not out.is_dir():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llm4ts_scale.config import SplitRule, choices
 from llm4ts_scale.errors import UserError
 
 SPLITS = ("train", "val", "test")
-SPLIT_RULES = ("auto", "ett-hourly", "ett-minute", "ratio")
+SPLIT_RULES = choices(SplitRule)
 # ETT: 12/4/4 months of hours (x4 for 15-minute data); the rest of the file is unused, as in TSLib.
 _ETT_HOURLY = (8640, 11520, 14400)
 

@@ -1,4 +1,4 @@
-"""A prepared series on disk (`SeriesStore`) and the one resolver every command uses (`open_store`).
+"""A prepared series on disk (`SeriesStore`) and its format (written by llm4ts_scale/data/prepare.py).
 
 The store is memory-mapped Arrow: reading a block of rows touches only those rows, so the
 training path never holds a whole dataset in memory.
@@ -6,6 +6,7 @@ training path never holds a whole dataset in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from llm4ts_scale.data.prepare import META_FILE, STORE_FORMAT, STORE_VERSION, prepare, store_fingerprint
-from llm4ts_scale.data.splits import num_windows, resolve_split_rule, split_rows
+from llm4ts_scale.data.splits import num_windows, split_rows
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import file_sha256
 
-DATA_SUFFIXES = (".csv", ".parquet")
+STORE_FORMAT = "llm4ts-scale-store"
+STORE_VERSION = 1
+META_FILE = "store.json"
 # Pages of a memory map stay in the process's resident set once touched. After this many bytes
 # read the map is dropped and reopened on the next read (pages stay in the OS page cache), so a
 # full pass over a large store does not grow RSS with the store's size.
@@ -26,16 +27,11 @@ REMAP_AFTER_BYTES = 8 << 20
 _FAULT_AROUND = 64 << 10  # the kernel maps up to 64 KiB around each page fault
 
 
-def cache_root() -> Path:
-    """`$LLM4TS_CACHE`, else `~/.cache/llm4ts_scale`."""
-    env = os.environ.get("LLM4TS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "llm4ts_scale"
-
-
-def data_search_dirs() -> list[Path]:
-    """Where a dataset NAME is looked up: `$LLM4TS_DATA_PATH` entries, then `<cache>/data`."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
-    return dirs + [cache_root() / "data"]
+def store_fingerprint(source_sha256: str, split_rule: str, freq: str | None, fill: str) -> str:
+    """Identity of a store: the source bytes plus the prepare parameters that change its content."""
+    payload = {"source_sha256": source_sha256, "split_rule": split_rule, "freq": freq, "fill": fill,
+               "version": STORE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 class SeriesStore:
@@ -200,70 +196,3 @@ class SeriesStore:
         Works on numpy arrays and torch tensors."""
         mean, std = self._stats(values, channels)
         return values * std + mean
-
-
-def find_data_file(name: str) -> Path | None:
-    """NAME.csv / NAME.parquet (or NAME itself when it has that suffix) in data_search_dirs(), first hit."""
-    candidates = [name] if Path(name).suffix.lower() in DATA_SUFFIXES else [name + s for s in DATA_SUFFIXES]
-    for directory in data_search_dirs():
-        for candidate in candidates:
-            path = directory / candidate
-            if path.is_file():
-                return path
-    return None
-
-
-def _prepare_cached(source: Path, split: str, freq: str | None, fill: str) -> SeriesStore:
-    """A CSV/Parquet file prepared into `<cache>/stores/`, keyed by its bytes and the parameters."""
-    from llm4ts_scale.data.calendar import normalize_freq
-
-    sha = file_sha256(source)
-    rule = resolve_split_rule(split, source.stem)
-    freq = normalize_freq(freq) if freq is not None else None
-    fingerprint = store_fingerprint(sha, rule, freq, fill)
-    target = cache_root() / "stores" / f"{source.stem}-{fingerprint[:16]}"
-    if (target / META_FILE).is_file():
-        store = SeriesStore(target)
-        if store.fingerprint == fingerprint:
-            return store
-    return prepare(source, target, split=rule, freq=freq, fill=fill, name=source.stem, source_sha256=sha)
-
-
-def _check_store_params(store: SeriesStore, split: str, freq: str | None) -> SeriesStore:
-    from llm4ts_scale.data.calendar import normalize_freq
-
-    if split != "auto":
-        rule = resolve_split_rule(split, store.name)
-        if rule != store.split_rule:
-            raise UserError(
-                f"store {store.path} was prepared with split rule {store.split_rule}, not {rule}; "
-                "prepare the source again with that rule or use split auto"
-            )
-    if freq is not None and normalize_freq(freq) != store.freq:
-        raise UserError(
-            f"store {store.path} was prepared with frequency {store.freq}, not {freq}; prepare the source again"
-        )
-    return store
-
-
-def open_store(path_or_name: str | os.PathLike, *, split: str = "auto", freq: str | None = None,
-               fill: str = "none") -> SeriesStore:
-    """Resolve data given as a store dir, a CSV/Parquet file (prepared on the fly into the cache),
-    or a dataset NAME found as NAME.csv/NAME.parquet in `$LLM4TS_DATA_PATH` or `<cache>/data`."""
-    resolve_split_rule(split, "")  # refuse an unknown rule before any work
-    if fill not in ("none", "ffill"):
-        raise UserError(f"fill mode {fill!r} is unknown; use none or ffill")
-    path = Path(path_or_name).expanduser()
-    if path.is_dir():
-        return _check_store_params(SeriesStore(path), split, freq)
-    if path.is_file():
-        return _prepare_cached(path, split, freq, fill)
-    name = str(path_or_name)
-    found = find_data_file(name) if os.sep not in name and (os.altsep is None or os.altsep not in name) else None
-    if found is not None:
-        return _prepare_cached(found, split, freq, fill)
-    searched = ", ".join(str(d) for d in data_search_dirs())
-    raise UserError(
-        f"data {name!r} not found: it is not a file or store directory, and no {name}.csv/{name}.parquet is in "
-        f"{searched}; run `python tools/fetch_data.py {name}` or set LLM4TS_DATA_PATH to the folder holding it"
-    )

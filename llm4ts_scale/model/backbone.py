@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.model import smollm2
+from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
+from llm4ts_scale.model.smollm2 import ensure_cached as smollm2_cached
 
-ALIASES = {smollm2.ALIAS: smollm2.ensure_cached}
+ALIASES = {SMOLLM2_ALIAS: smollm2_cached}
 
 
 @dataclass
@@ -71,7 +72,8 @@ def resolve(name: str) -> str:
     if path.is_dir():
         return str(path)
     if name.startswith((".", "/", "~")) or path.exists():
-        raise UserError(f"model.backbone={name!r} is not a model directory; pass a directory with config.json or a Hugging Face id")
+        raise UserError(f"model.backbone={name!r} is not a model directory; pass a directory with config.json "
+                        "or a Hugging Face id")
     return name
 
 

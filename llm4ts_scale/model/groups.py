@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from llm4ts_scale.stages import STAGES
+
 GROUPS = ("head", "align_head", "embeddings", "lora", "norms", "positions", "revin", "frozen")
 
-# What each stage of LLM4TS trains (docs/ARCHITECTURE.md section 1): alignment, then linear probing, then fine-tuning.
-STAGE_GROUPS: dict[str, set[str]] = {
-    "align": {"align_head", "lora", "norms", "embeddings", "positions"},
-    "lp": {"head"},
-    "ft": {"head", "lora", "norms", "embeddings", "positions", "revin"},
-}
+# What each stage trains, from the stage table (llm4ts_scale/stages.py; docs/ARCHITECTURE.md section 1).
+STAGE_GROUPS: dict[str, set[str]] = {s.name: set(s.groups) for s in STAGES}

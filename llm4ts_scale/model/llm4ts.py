@@ -9,7 +9,7 @@ from torch import nn
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
 from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
-from llm4ts_scale.model.encoder import PatchEncoder, RevIN, patchify
+from llm4ts_scale.model.encoder import PatchEncoder, RevIN
 from llm4ts_scale.model.groups import GROUPS, STAGE_GROUPS
 from llm4ts_scale.model.heads import AlignHead, ForecastHead
 

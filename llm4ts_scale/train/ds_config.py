@@ -16,7 +16,8 @@ from llm4ts_scale.errors import UserError
 def read_ds_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"DeepSpeed config {path} does not exist; pass one of ds_configs/zero2.json, zero3.json, zero3_offload.json")
+        raise UserError(f"DeepSpeed config {path} does not exist; pass one of ds_configs/zero2.json, zero3.json, "
+                        "zero3_offload.json")
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

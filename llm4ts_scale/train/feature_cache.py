@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from llm4ts_scale.precision import autocast
 from llm4ts_scale.evaluation import lockstep_batches
+from llm4ts_scale.precision import autocast
 
 
 def window_ids(batch: dict, n_channels: int) -> torch.Tensor:
@@ -40,13 +40,13 @@ class FeatureCache:
 
     def fill(self, model, store, split: str, seq_len: int, pred_len: int, batch_size: int, *, rank: int,
              world_size: int, device: torch.device, precision: str, few_shot_percent: int = 100,
-             show_progress: bool = False, window_step: int = 1) -> "FeatureCache":
+             show_progress: bool = False, window_step: int = 1) -> FeatureCache:
         """Run the frozen part once over this rank's windows of `split` (lockstep across ranks)."""
         was_training = model.training
         model.eval()
         chunks, ids = [], []
         with torch.no_grad():  # not inference_mode: the features feed the head's autograd graph later
-            for batch, mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank,
+            for batch, _mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank,
                                                 world_size=world_size, device=device, few_shot_percent=few_shot_percent,
                                                 desc=f"LP features {split}", show_progress=show_progress,
                                                 window_step=window_step):

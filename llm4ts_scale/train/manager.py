@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from llm4ts_scale.config import RunConfig
-from llm4ts_scale.data.store import open_store
+from llm4ts_scale.data.sources import open_store
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import file_sha256
 from llm4ts_scale.model.backbone import backbone_config

@@ -44,12 +44,13 @@ class RunState:
         return self.run_dir / "run.json"
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> "RunState":
+    def read(cls, run_dir: str | Path) -> RunState:
         path = Path(run_dir) / "run.json"
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise UserError(f"{run_dir} is not a run directory (no run.json); train one with llm4ts-scale train run_dir={run_dir}") from None
+            raise UserError(f"{run_dir} is not a run directory (no run.json); train one with "
+                            f"llm4ts-scale train run_dir={run_dir}") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path} is corrupted (not valid JSON); restore it or start over with --restart") from None
         if not isinstance(data, dict) or "config" not in data or "stages" not in data:
@@ -58,7 +59,7 @@ class RunState:
 
     @classmethod
     def new(cls, config: RunConfig, data_fingerprint: str, world_size: int, precision: str = "no",
-            precision_reason: str = "") -> "RunState":
+            precision_reason: str = "") -> RunState:
         data = {
             "config": config.to_dict(),
             "config_hash": config.hash(),

@@ -25,12 +25,12 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from llm4ts_scale.config import RunConfig
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.errors import UserError
+from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
 from llm4ts_scale.io import atomic_write_json
 from llm4ts_scale.model import build_model
 from llm4ts_scale.precision import autocast
 from llm4ts_scale.stages import STAGE_NAMES, StageSpec, stage_spec
 from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
-from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
 from llm4ts_scale.train.feature_cache import FeatureCache, cache_bytes
 from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
@@ -54,7 +54,7 @@ class Progress:
     extra: dict = field(default_factory=dict)  # hooks' state (e.g. the window checksum)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Progress":
+    def from_dict(cls, values: dict) -> Progress:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
 

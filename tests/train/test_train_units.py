@@ -3,20 +3,18 @@ filling, checkpoint verification, tunable-state loading, and gradient accumulati
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-
 from backbones import tiny_llama
+
 from llm4ts_scale.config import load_config
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json
+from llm4ts_scale.stages import stage_spec
 from llm4ts_scale.train.checkpoints import MANIFEST, PROGRESS, _manifest, usable_checkpoint, verify
 from llm4ts_scale.train.ds_config import fill_auto
 from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import Progress, make_scheduler, stage_horizon, steps_per_epoch
-from llm4ts_scale.stages import stage_spec
 from llm4ts_scale.weights import load_tunable_state
 
 

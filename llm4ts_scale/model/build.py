@@ -1,0 +1,44 @@
+"""`build_model(run_config, calendar_attrs)`: the LLM4TS forecaster a run config describes."""
+
+from __future__ import annotations
+
+from llm4ts_scale.model.encoder import num_patches
+from llm4ts_scale.model.llm4ts import LLM4TS
+
+
+def _approx_params(config) -> int:
+    """Parameters of the cut backbone's blocks, from its config (12 d^2 per block is GPT-2's count; gated
+    MLPs have more: use the intermediate size when the config gives it)."""
+    d = config.hidden_size
+    inter = getattr(config, "intermediate_size", None) or 4 * d
+    return config.num_hidden_layers * (4 * d * d + 3 * d * inter)
+
+
+def build_model(run_config, calendar_attrs: list[str], precision: str = "no", device_type: str | None = None) -> LLM4TS:
+    """Backbone (first K blocks, optional 4-bit) + LoRA, wrapped with the LLM4TS encoder and heads.
+    All groups but `frozen` start trainable; stages call `set_trainable(STAGE_GROUPS[stage])`.
+
+    `precision` ("bf16" or "no") sets the dtype the frozen backbone is held and computed in;
+    `device_type` (default: cuda when available) picks the attention implementation for `auto`.
+    """
+    import torch
+
+    from llm4ts_scale.model.adapters import add_lora
+    from llm4ts_scale.model.backbone import attention_implementation, backbone_config, load_backbone, should_dequantize
+
+    m, d = run_config.model, run_config.data
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    attention = attention_implementation(m.attention, device_type, num_patches(d.seq_len, d.patch_len, d.stride))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    _, cut_config, _ = backbone_config(m.backbone, m.layers)
+    dequantize = should_dequantize(m.dequantize_frozen, m.quantize, device_type, _approx_params(cut_config), dtype)
+    backbone, info = load_backbone(m.backbone, m.layers, m.quantize, m.double_quant, compute_dtype=dtype,
+                                   attention=attention, init=m.backbone_init, dequantize=dequantize)
+    backbone = add_lora(backbone, info.model_type, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
+    calendar_use = {"auto": None, "none": []}.get(m.calendar, m.calendar) if isinstance(m.calendar, str) else m.calendar
+    return LLM4TS(
+        backbone, info, seq_len=d.seq_len, pred_len=d.pred_len, patch_len=d.patch_len, stride=d.stride,
+        calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=m.temporal_pooling,
+        conv_kernel=m.conv_kernel, dropout=m.dropout, revin_affine=m.revin_affine, tune_norms=m.tune_norms,
+        tune_positions=m.tune_positions, embed_init=m.embed_init,
+    )
