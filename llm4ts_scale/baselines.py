@@ -13,6 +13,18 @@ from llm4ts_scale.errors import UserError
 BASELINES = ("naive", "seasonal", "mean")
 
 
+def check_period(name: str, period: int | None, seq_len: int) -> None:
+    """The seasonal baseline needs a season that fits in the look-back; the others take none."""
+    if name != "seasonal":
+        if period is not None:
+            raise UserError("--period only applies to --baseline seasonal; drop it")
+        return
+    if period is None:
+        raise UserError("the seasonal baseline needs --period N (e.g. 24 for hourly data with a daily cycle)")
+    if not 0 < period <= seq_len:
+        raise UserError(f"--period must be between 1 and seq_len={seq_len}, got {period}")
+
+
 def baseline_forecast(name: str, x: torch.Tensor, pred_len: int, period: int | None = None) -> torch.Tensor:
     """Forecast [B, H] from look-back windows x [B, L]."""
     if name not in BASELINES:
@@ -24,9 +36,6 @@ def baseline_forecast(name: str, x: torch.Tensor, pred_len: int, period: int | N
         return x[:, -1:].expand(batch, pred_len).clone()
     if name == "mean":
         return x.mean(dim=1, keepdim=True).expand(batch, pred_len).clone()
-    if period is None:
-        raise UserError("the seasonal baseline needs --period N (e.g. 24 for hourly data with a daily cycle)")
-    if not 0 < period <= seq_len:
-        raise UserError(f"--period must be between 1 and seq_len={seq_len}, got {period}")
+    check_period(name, period, seq_len)
     index = torch.arange(pred_len, device=x.device) % period + (seq_len - period)
     return x[:, index]

@@ -16,13 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm4ts-scale", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"llm4ts_scale.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"llm4ts_scale.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"llm4ts_scale.commands.{name}").add_parser(subparsers)
     return parser
 
 

@@ -275,6 +275,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
+def add_run_arguments(parser) -> None:
+    """The command line of a training run (`launch/train.py`, `llm4ts-scale train`); `load_run_arguments`
+    turns it into a validated RunConfig."""
+    parser.add_argument("--ds", metavar="JSON", default=None,
+                        help="DeepSpeed config (ds_configs/zero2.json, zero3.json, zero3_offload.json); "
+                             "omit for plain Accelerate")
+    parser.add_argument("--config", metavar="FILE", default=None, help="run config, YAML or JSON")
+    parser.add_argument("--restart", action="store_true", help="clear an existing run_dir and start over")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.pred_len=192")
+
+
 def config_from_dict(values: dict) -> RunConfig:
     config = _build(RunConfig, values)
     validate(config)

@@ -87,23 +87,13 @@ class MetricAccumulator:
         buf = self._buffer(pred.device)
         buf += stats.to(buf.device)
 
-    def merge(self, other: MetricAccumulator) -> MetricAccumulator:
-        """Add another accumulator's sums into this one (e.g. per-split or per-worker partials)."""
-        if other._state is not None:
-            buf = self._buffer(other._state.device)
-            buf += other._state.to(buf.device)
-        return self
-
     @torch.no_grad()
-    def reduce(self, accelerator=None) -> MetricAccumulator:
-        """Sum the state over all ranks (Accelerate's reduce if given, else torch.distributed
-        when initialized). Every rank must call it, even with no data; call it once."""
+    def reduce(self) -> MetricAccumulator:
+        """Sum the state over all ranks when torch.distributed is initialized. Every rank must call
+        it, even with no data; call it once."""
         if self._reduced:
             raise RuntimeError("MetricAccumulator.reduce() called twice; it would count every rank again")
-        if accelerator is not None:
-            state = self._buffer(accelerator.device).to(accelerator.device)
-            self._state = accelerator.reduce(state, reduction="sum")
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             device = self._state.device if self._state is not None else torch.device("cpu")
             if torch.distributed.get_backend() == "nccl":
                 device = torch.device("cuda", torch.cuda.current_device())

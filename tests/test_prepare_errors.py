@@ -144,4 +144,4 @@ def test_split_too_short_for_window(tmp_path, ili_csv):
 def test_seasonal_without_period(tmp_path, ili_csv):
     proc = _run(tmp_path, "evaluate", "--data", str(ili_csv), "--baseline", "seasonal", "--seq-len", "36",
                 "--pred-len", "24")
-    _assert_refused(proc, "--baseline seasonal needs --period")
+    _assert_refused(proc, "seasonal baseline needs --period")

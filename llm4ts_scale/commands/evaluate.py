@@ -60,12 +60,8 @@ def run(args: argparse.Namespace) -> int | None:
     from llm4ts_scale.errors import UserError
 
     if args.run_dir is not None and args.baseline is None:
-        try:
-            from llm4ts_scale.evaluate_run import evaluate_run_dir
-        except ModuleNotFoundError as err:
-            if err.name != "llm4ts_scale.evaluate_run":
-                raise
-            raise UserError("evaluating a run directory needs the training stack") from None
+        from llm4ts_scale.evaluate_run import evaluate_run_dir
+
         return evaluate_run_dir(args)
     if args.run_dir is not None:
         raise UserError("give either RUN_DIR (a trained run) or --baseline, not both")
@@ -82,6 +78,7 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
+    from llm4ts_scale.baselines import check_period
     from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.errors import UserError
 
@@ -91,10 +88,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
     for flag, value in (("--seq-len", seq_len), ("--pred-len", pred_len), ("--batch-size", args.batch_size)):
         if value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")
-    if args.baseline == "seasonal" and args.period is None:
-        raise UserError("--baseline seasonal needs --period N (e.g. 24 for hourly data with a daily cycle)")
-    if args.baseline == "seasonal" and not 0 < args.period <= seq_len:
-        raise UserError(f"--period must be between 1 and --seq-len={seq_len}, got {args.period}")
+    check_period(args.baseline, args.period, seq_len)
     store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
     store.num_samples(split, seq_len, pred_len)  # a split too short for L+H fails here, before torch loads
 

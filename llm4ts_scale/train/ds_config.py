@@ -49,6 +49,3 @@ def fill_auto(config: dict, *, micro_batch: int, grad_accum: int, world_size: in
             zero[offload]["pin_memory"] = on_gpu
     return out
 
-
-def zero_stage(config: dict) -> int:
-    return int(config.get("zero_optimization", {}).get("stage", 0))
