@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                   "encoder with PyTorch's default init (output std ~2.6, calendar tables N(0,1)): the code before this work"),
     "scaled": ([], "encoder on the backbone's embedding scale, calendar tables start at zero (today's default)"),
     "scaled-calendar-none": (["model.calendar=none"], "no calendar embeddings"),
+    "default-calendar-none": (["model.embed_init=default", "model.calendar=none"],
+                              "PyTorch's default encoder init (input-dominated residual stream), no calendar"),
     "scaled-hour-weekday": (["model.calendar=[hour,weekday]"], "hour and weekday tables only"),
     "scaled-random-backbone": (["model.backbone_init=random"], "same architecture, random frozen weights"),
     "scaled-lp-lr-1e-3": (["stages.lp.lr=1e-3"], "linear probing at lr 1e-3 (the old default)"),
