@@ -64,7 +64,7 @@ def tiny_run_overrides(backbone: Path, run_dir: Path, **over) -> list[str]:
         "run_dir": run_dir, "data.path": data_dir() / "ETTh1.csv", "data.seq_len": 96, "data.pred_len": 24,
         "data.batch_size": 64, "data.eval_batch_size": 1024, "model.backbone": backbone, "model.layers": 2,
         "model.quantize": "nf4", "model.dequantize_frozen": "off", "model.lora.r": 4, "model.dropout": 0.0,
-        "train.limit_train_batches": 10,
+        "train.limit_train_batches": 10, "train.compare_baselines": False,
         "train.log_with": "tensorboard", "train.checkpoint_every_steps": 4,
         "stages.align.epochs": 2, "stages.align.lr": 3e-3, "stages.lp.epochs": 2, "stages.lp.lr": 3e-3,
         "stages.ft.epochs": 2, "stages.ft.lr": 3e-3,

@@ -66,3 +66,19 @@ def test_sweep_filters_and_appends_overrides():
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "paper_sweep.py"), "--datasets", "nope"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown dataset 'nope'")
+
+
+def test_readme_documents_every_config_key_with_its_default():
+    """The README's configuration block is the truth: the same keys as the dataclasses, the same defaults."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from llm4ts_scale.config import RunConfig
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Configuration"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    assert yaml.safe_load(block) == dataclasses.asdict(RunConfig())

@@ -113,3 +113,17 @@ def test_report_of_an_unfinished_run_and_of_a_non_run(run_dir, tmp_path, capsys)
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and "no run.json" in err and len(err.splitlines()) == 1
     assert list(partial.iterdir()) == []
+
+
+def test_training_scores_naive_and_dlinear_on_the_same_test_windows(run_dir):
+    """After the test pass, a run scores the two floors it must clear, on the same windows, into run.json."""
+    state = json.loads((run_dir / "run.json").read_text())
+    model = state["test"]["metrics"]
+    baselines = state["test"]["baselines"]
+    assert set(baselines) == {"naive", "dlinear"}
+    for name in ("naive", "dlinear"):
+        assert baselines[name]["samples"] == model["samples"] > 0
+    horizon_steps = np.arange(1, H + 1)
+    naive_overall = np.mean([naive_step_mse(int(s)) for s in horizon_steps])
+    assert baselines["naive"]["mse"] == pytest.approx(naive_overall, rel=1e-6)
+    assert baselines["dlinear"]["best_epoch"] >= 1 and np.isfinite(baselines["dlinear"]["mse"])

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from llm4ts_scale.results import keep_small_files, publish_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "ablation"  # --results-dir moves it (e.g. when running from a snapshot checkout)
@@ -56,16 +57,6 @@ def run_variant(name: str, overrides: list[str], runs_dir: Path) -> Path:
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
     return run_dir
-
-
-def keep_small_files(run_dir: Path, name: str) -> None:
-    dest = RESULTS / name
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run_dir / "run.json", dest / "run.json")
-    for stage_dir in run_dir.iterdir():
-        for small in ("history.json", "metrics.json"):
-            if (stage_dir / small).is_file():
-                shutil.copy2(stage_dir / small, dest / f"{stage_dir.name}_{small}")
 
 
 def table() -> str:
@@ -108,13 +99,9 @@ def main() -> int:
                 continue
             started = time.time()
             run_dir = run_variant(name, overrides, Path(args.runs_dir))
-            keep_small_files(REPO / run_dir if not run_dir.is_absolute() else run_dir, name)
+            keep_small_files(REPO / run_dir if not run_dir.is_absolute() else run_dir, RESULTS / name)
             print(f"{name}: {(time.time() - started) / 60:.1f} min", flush=True)
-            (RESULTS / "table.md").write_text(table() + "\n")
-    text = table()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "table.md").write_text(text + "\n")
-    print(text)
+    publish_table(RESULTS, table())
     return 0
 
 

@@ -23,12 +23,13 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from llm4ts_scale.results import keep_small_files, publish_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "accuracy"
@@ -50,17 +51,6 @@ def run_dir(row: str, seed: int, runs: Path) -> Path:
 def command(row: str, seed: int, runs: Path, extra: list[str]) -> list[str]:
     return [sys.executable, "launch/train.py", *MAIN, *ROWS[row], *extra, f"seed={seed}",
             f"run_dir={run_dir(row, seed, runs)}"]
-
-
-def keep_small_files(src: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("run.json", "metrics.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dest / name)
-    for stage in ("align", "lp", "ft"):
-        for name in ("history.json", "metrics.json"):
-            if (src / stage / name).is_file():
-                shutil.copy2(src / stage / name, dest / f"{stage}_{name}")
 
 
 def train_all(jobs: list[tuple[str, int]], runs: Path, extra: list[str], parallel: int) -> None:
@@ -167,10 +157,7 @@ def main() -> int:
         jobs = [(row, seed) for row in args.rows for seed in (args.seeds if row in args.other_seeds_rows else args.seeds[:1])
                 if not (RESULTS / f"{row}-{seed}" / "metrics.json").is_file()]
         train_all(jobs, Path(args.runs_dir).resolve(), args.overrides, args.jobs)
-    text = table(args.seeds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "table.md").write_text(text + "\n")
-    print(text)
+    publish_table(RESULTS, table(args.seeds))
     return 0
 
 

@@ -131,6 +131,9 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
 
     metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
     accelerator.end_training()
+    if main and config.train.compare_baselines:  # after the last collective: the other ranks may exit
+        state.data["test"]["baselines"] = compare_with_baselines(config, store)
+        state.save()
     return metrics
 
 
@@ -160,9 +163,7 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
         write_export(run_dir / "export", config, store, model, weights, metrics=results, precision=precision)
         test = results["test"]
         print(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}", flush=True)
-        baselines = compare_with_baselines(config, store) if config.train.compare_baselines else {}
-        run_state.data["test"] = {"status": "done", "metrics": test, "baselines": baselines,
-                                  "wall_time_s": round(time.time() - started, 3)}
+        run_state.data["test"] = {"status": "done", "metrics": test, "wall_time_s": round(time.time() - started, 3)}
         run_state.save()
     accelerator.wait_for_everyone()
     return results["test"]
