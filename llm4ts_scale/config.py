@@ -27,7 +27,8 @@ Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
 Quantize = Literal["nf4", "fp4", "none"]
 Switch = Literal["auto", "on", "off"]
 Pooling = Literal["first", "mean"]
-EmbedInit = Literal["backbone", "default"]
+EmbedInit = Literal["default", "backbone"]
+CalendarInit = Literal["zero", "normal"]
 BackboneInit = Literal["pretrained", "random"]
 Attention = Literal["auto", "eager", "sdpa", "flash_attention_2"]
 Schedule = Literal["cosine", "constant", "type1", "type3"]
@@ -48,10 +49,10 @@ class DataConfig:
     pred_len: int = 96
     patch_len: int = 16
     stride: int = 8
-    few_shot_percent: int = 100
-    batch_size: int = 128  # per process
+    few_shot_percent: int = 10  # the few-shot recipe by default; 100 (configs/etth1_full.yaml) for all the data
+    batch_size: int = 32  # per process
     eval_batch_size: Optional[int] = None  # null: automatic (256 on a CPU, 4x batch_size on a GPU)
-    val_stride: int = 1  # validate on every k-th window (k > 1: cheaper model selection; the test is always whole)
+    val_stride: int = 4  # select on every k-th validation window (1: all of them); the test is always whole
     num_workers: int = 0
     shuffle_buffer: int = 10000
     freq: Optional[str] = None  # override the inferred frequency (pandas alias)
@@ -77,8 +78,9 @@ class ModelConfig:
     tune_norms: bool = True
     tune_positions: bool = True  # learned absolute position tables of the backbone (GPT-2's wpe)
     temporal_pooling: Pooling = "first"
-    calendar: Any = "auto"  # auto (every attribute the data's frequency resolves) | none | a list, e.g. [hour,weekday]
-    embed_init: EmbedInit = "backbone"  # backbone: encoder output on the LLM's embedding scale | default: PyTorch's
+    calendar: Any = "none"  # none | auto (every attribute the data's frequency resolves) | a list, e.g. [hour,weekday]
+    calendar_init: CalendarInit = "zero"  # zero: unseen calendar values add nothing | normal: N(0, 1), PyTorch's
+    embed_init: EmbedInit = "default"  # default: PyTorch's | backbone: encoder output on the LLM's embedding scale
     backbone_init: BackboneInit = "pretrained"  # random: same architecture, fresh weights (does the LLM matter?)
     attention: Attention = "auto"  # auto: measured per device and token count
     revin_affine: bool = True
@@ -105,7 +107,7 @@ StagesConfig = dataclasses.make_dataclass("StagesConfig", [
 class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    patience: int = 3  # early stopping on validation loss
+    patience: int = 2  # early stopping on validation loss
     limit_train_batches: Optional[int] = None  # cap per epoch, for smoke runs; evaluation is never capped
     checkpoint_every_steps: int = 500  # besides every epoch end
     mixed_precision: Precision = "auto"  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
@@ -118,7 +120,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    run_dir: str = "runs/etth1-96"
+    run_dir: str = "runs/etth1-10pct-96"
     seed: int = 2023
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

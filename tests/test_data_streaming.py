@@ -107,3 +107,49 @@ def test_sample_fields(ili_store):
     assert str(ex["x"].dtype) == "float32" and str(ex["x_mark"].dtype) == "int64"
     values, marks, _ = ili_store.read_rows(ex["start"], ex["start"] + 60)
     assert (ex["x"] == values[:36, ex["channel"]]).all() and (ex["y_mark"] == marks[36:]).all()
+
+
+@pytest.fixture(scope="module")
+def long_store(tmp_path_factory):
+    """A synthetic series far longer than the shuffle buffer: 20 channels x 30,000 hourly rows."""
+    import numpy as np
+    import pandas as pd
+
+    from llm4ts_scale.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((30_000, 20)).cumsum(0), columns=[f"c{i}" for i in range(20)])
+    frame.insert(0, "date", pd.date_range("2020-01-01", periods=30_000, freq="h"))
+    frame.to_csv(root / "long.csv", index=False)
+    return prepare(root / "long.csv", root / "store", split="ratio")
+
+
+def test_batches_mix_as_many_places_as_an_iid_shuffle(long_store):
+    """Defect: shards of 512 consecutive windows in a frozen order made a batch come from ~20 (channel,
+    time-block) places. Now the number of distinct places per batch is close to that of an i.i.d. shuffle."""
+    L, H, B, BLOCK = 96, 24, 128, 512
+    per_channel = long_store.num_windows("train", L, H)
+    groups = long_store.n_channels * -(-per_channel // BLOCK)
+    iid = groups * (1 - (1 - 1 / groups) ** B)  # expected distinct (channel, block) places in B i.i.d. draws
+    start, _ = long_store.split_range("train", L)
+    distinct = []
+    loader = make_loader(long_store, "train", L, H, B, shuffle=True, seed=1, epoch=0, shuffle_buffer=10_000)
+    for i, batch in enumerate(loader):
+        if i == 30:
+            break
+        places = {(c, (s - start) // BLOCK) for s, c in zip(batch["start"].tolist(), batch["channel"].tolist())}
+        distinct.append(len(places))
+    assert sum(distinct) / len(distinct) > 0.85 * iid, (sum(distinct) / len(distinct), iid)
+
+
+def test_each_epoch_reorders_a_ranks_shards_but_keeps_its_windows(etth1_store):
+    firsts, sets = [], []
+    for epoch in (0, 1):
+        pairs = _pairs(make_loader(etth1_store, "train", L, H, 256, shuffle=True, seed=5, epoch=epoch, rank=1,
+                                   world_size=2, shuffle_buffer=64))
+        firsts.append(pairs[:256])
+        sets.append(Counter(pairs))
+    assert sets[0] == sets[1] and max(sets[0].values()) == 1  # the same windows, once each
+    assert firsts[0] != firsts[1]
+    assert {c for _, c in firsts[0]} != {0} and len({s // 512 for s, _ in firsts[0]}) > 4  # no long runs of one place

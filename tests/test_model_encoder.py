@@ -75,12 +75,29 @@ def test_temporal_first_pooling_uses_the_patch_first_timestamp():
 
 def test_encoder_output_differs_for_windows_that_differ_only_in_timestamps():
     torch.manual_seed(0)
-    enc = PatchEncoder(seq_len=48, patch_len=8, stride=4, d_model=16, calendar_attrs=["weekday", "hour"]).eval()
+    enc = PatchEncoder(seq_len=48, patch_len=8, stride=4, d_model=16, calendar_attrs=["weekday", "hour"],
+                       calendar_zero_init=False).eval()
     z = torch.randn(1, 48)
     marks = torch.stack([torch.zeros(1, 48, dtype=torch.long), torch.arange(48).view(1, 48) % 24], -1)
     shifted = marks.clone()
     shifted[..., 0] = 3
     assert not torch.allclose(enc(z, marks), enc(z, shifted))
+
+
+def test_zero_initialized_calendar_tables_learn_only_the_values_training_sees():
+    """A calendar value never seen in training (a month outside a few-shot split) adds nothing at test time,
+    while the values training indexes get gradients from the first step."""
+    torch.manual_seed(0)
+    enc = PatchEncoder(seq_len=48, patch_len=8, stride=4, d_model=16, calendar_attrs=["month", "hour"]).train()
+    enc.dropout.p = 0.0
+    z = torch.randn(2, 48)
+    seen = torch.stack([torch.full((2, 48), 7), torch.arange(48).expand(2, 48) % 24], -1)
+    unseen = seen.clone()
+    unseen[..., 0] = 11
+    assert torch.equal(enc(z, seen), enc(z, unseen))  # zero tables: no effect yet
+    enc(z, seen).square().sum().backward()
+    grad = enc.temporal.tables["month"].weight.grad
+    assert grad[7].abs().sum() > 0 and grad[11].abs().sum() == 0
 
 
 def test_unknown_calendar_attribute_and_wrong_width_are_refused():

@@ -33,21 +33,21 @@ BASE = [
     "data.batch_size=32", "data.val_stride=4", "model.backbone=smollm2-135m", "model.layers=6", "model.quantize=nf4",
     "train.log_with=none", "train.patience=2", "train.checkpoint_every_steps=100000",
     "stages.align.epochs=0", "stages.lp.epochs=10", "stages.lp.lr=1e-4", "stages.ft.epochs=3", "stages.ft.lr=1e-4",
+    "model.calendar_init=zero",
 ]
 # name -> (overrides on top of BASE, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
-    "as-before": (["model.embed_init=default"],
-                  "encoder with PyTorch's default init (output std ~2.6, calendar tables N(0,1)): the code before this work"),
-    "scaled": ([], "encoder on the backbone's embedding scale, calendar tables start at zero (today's default)"),
-    "scaled-calendar-none": (["model.calendar=none"], "no calendar embeddings"),
+    "as-before": (["model.embed_init=default", "model.calendar=auto", "model.calendar_init=normal"],
+                  "encoder with PyTorch's default init (output std ~2.6) and every calendar table N(0,1): as before"),
+    "scaled": (["model.embed_init=backbone", "model.calendar=auto"],
+               "encoder on the backbone's token-embedding scale (std ~0.14), calendar tables start at zero"),
+    "scaled-calendar-none": (["model.embed_init=backbone", "model.calendar=none"], "scaled encoder, no calendar"),
     "default-calendar-none": (["model.embed_init=default", "model.calendar=none"],
                               "PyTorch's default encoder init (input-dominated residual stream), no calendar"),
-    "scaled-hour-weekday": (["model.calendar=[hour,weekday]"], "hour and weekday tables only"),
-    "scaled-random-backbone": (["model.backbone_init=random"], "same architecture, random frozen weights"),
-    "scaled-lp-lr-1e-3": (["stages.lp.lr=1e-3"], "linear probing at lr 1e-3 (the old default)"),
-    "scaled-official-lr": (["stages.lp.lr=9.8e-5", "stages.ft.lr=9.8e-5", "stages.lp.schedule=constant",
-                            "stages.ft.schedule=constant"], "one constant lr 9.8e-5 for LP and FT (the official 10 % run)"),
-    "scaled-align": (["stages.align.epochs=1"], "with one epoch of time-series alignment first"),
+    "default-hour-weekday": (["model.embed_init=default", "model.calendar=[hour,weekday]"],
+                             "default init, hour and weekday tables only (zero-init)"),
+    "default-calendar-none-align": (["model.embed_init=default", "model.calendar=none", "stages.align.epochs=1"],
+                                    "default init, no calendar, one epoch of time-series alignment first"),
 }
 
 

@@ -136,20 +136,21 @@ class PatchEncoder(nn.Module):
     `embed_scale` (the backbone's own token-embedding std) puts the sum on the scale the pretrained
     blocks were trained on: in a pre-norm decoder each block adds an update of roughly fixed size to
     the residual stream, so an input 20x larger than a token embedding leaves the blocks little say.
-    None keeps PyTorch's default initialization (conv: Kaiming, tables: N(0, 1)).
+    None keeps PyTorch's default initialization (conv: Kaiming, position table: N(0, 1)).
     `positions=False` when the backbone adds its own learned absolute positions (GPT-2's wpe).
+    `calendar_zero_init`: see TemporalEmbedding.
     """
 
     def __init__(self, *, seq_len: int, patch_len: int, stride: int, d_model: int, calendar_attrs: list[str],
                  pooling: str = "first", conv_kernel: int = 3, dropout: float = 0.1, calendar_use: list[str] | None = None,
-                 embed_scale: float | None = None, positions: bool = True):
+                 embed_scale: float | None = None, positions: bool = True, calendar_zero_init: bool = True):
         super().__init__()
         self.patch_len, self.stride = patch_len, stride
         self.num_patches = num_patches(seq_len, patch_len, stride)
         self.token = CausalTokenConv(patch_len, d_model, conv_kernel)
         self.position = nn.Embedding(self.num_patches, d_model) if positions else None
         self.temporal = TemporalEmbedding(calendar_attrs, d_model, patch_len, stride, pooling, use=calendar_use,
-                                          zero_init=embed_scale is not None)
+                                          zero_init=calendar_zero_init)
         self.dropout = nn.Dropout(dropout)
         if embed_scale is not None:
             # inputs are RevIN-normalized (unit variance): weight std s / sqrt(fan_in) gives outputs of std s

@@ -24,7 +24,7 @@ class LLM4TS(nn.Module):
     def __init__(self, backbone: nn.Module, info: BackboneInfo, *, seq_len: int, pred_len: int, patch_len: int,
                  stride: int, calendar_attrs: list[str], calendar_use: list[str] | None = None, pooling: str = "first",
                  conv_kernel: int = 3, dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True,
-                 tune_positions: bool = True, embed_init: str = "backbone"):
+                 tune_positions: bool = True, embed_init: str = "default", calendar_init: str = "zero"):
         super().__init__()
         self.info = info
         self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, stride
@@ -41,7 +41,7 @@ class LLM4TS(nn.Module):
                                     calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=pooling,
                                     conv_kernel=conv_kernel, dropout=dropout,
                                     embed_scale=info.embed_std if embed_init == "backbone" else None,
-                                    positions=info.max_positions is None)
+                                    positions=info.max_positions is None, calendar_zero_init=calendar_init == "zero")
         self.num_patches = self.encoder.num_patches
         if info.max_positions is not None and self.num_patches > info.max_positions:
             raise UserError(f"{self.num_patches} patches exceed the {info.max_positions} positions of backbone "
