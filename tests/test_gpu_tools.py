@@ -130,8 +130,8 @@ def test_config_counts_exactly_llama2_7b_parameters():
 
 
 def test_project_reads_the_config_cut_to_k_blocks(tmp_path):
-    from llm4ts_scale.model import _approx_params
     from llm4ts_scale.model.backbone import backbone_config
+    from llm4ts_scale.model.build import _approx_params
 
     gm.write_config(tmp_path, gm.llama_config())
     source, cut, total = backbone_config(str(tmp_path), 6)

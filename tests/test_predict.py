@@ -36,7 +36,7 @@ def test_predict_continues_the_series_in_original_units(ili_run_dir, history, tm
     from llm4ts_scale.data.calendar import calendar_marks
     from llm4ts_scale.export import load_exported_model
 
-    model, config, data = load_exported_model(ili_run_dir)
+    model, config, data, _precision = load_exported_model(ili_run_dir)
     mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
     values = frame.drop(columns="date").to_numpy(dtype=np.float64)
     x = torch.tensor(((values[-ILI_L:] - mean) / std).T, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Mid-stage checkpoints: Accelerate's `save_state` (model, optimizer, scheduler, RNG) plus our progress.
+"""Mid-stage checkpoints: Accelerate's `save_state` (model, optimizer, RNG) plus our progress (with the LR scheduler).
 
 Written under a temporary name; then a sha256 manifest of every file and the progress file; then one
 rename to `step-N`; then the `latest` pointer is rewritten atomically. A crash at any moment leaves
@@ -132,7 +132,7 @@ def usable_checkpoint(ckpt_root: Path, main_process: bool = True) -> Path | None
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
-    """Restore model/optimizer/scheduler/RNG from `path`; returns its progress dict."""
+    """Restore model/optimizer/RNG from `path`; returns its progress dict (which holds the scheduler state)."""
     progress = json.loads((path / PROGRESS).read_text())
     if progress.get("world_size") != accelerator.num_processes:
         raise UserError(

@@ -51,6 +51,7 @@ class Progress:
     loss_sum: float = 0.0  # of the current epoch, this rank
     loss_count: int = 0
     lrs: list = field(default_factory=list)  # learning rate of every optimizer step of the current epoch
+    scheduler: dict = field(default_factory=dict)  # the LR scheduler's state_dict (JSON: lambdas are functions)
     extra: dict = field(default_factory=dict)  # hooks' state (e.g. the window checksum)
 
     @classmethod
@@ -160,8 +161,9 @@ class StageRecipe:
         # (it assumes a schedule sized for one process), running it N times too fast on N processes.
         self.scheduler = make_scheduler(optimizer, self.stage_cfg, self.stage_cfg.epochs * updates_per_epoch,
                                         updates_per_epoch)
+        # Its state travels in progress.json, not through register_for_checkpointing: the accelerator
+        # outlives the stage, and objects registered by earlier stages would break a later resume.
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        acc.register_for_checkpointing(self.scheduler)
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         self.unwrapped = acc.unwrap_model(self.model)
         self.telemetry = StageTelemetry(self.trainable)
@@ -171,6 +173,8 @@ class StageRecipe:
         latest = usable_checkpoint(self.ckpt_root, self.main)
         if latest is not None:
             self.progress = Progress.from_dict(load_checkpoint(acc, latest))
+            if self.progress.scheduler:
+                self.scheduler.load_state_dict(self.progress.scheduler)
             self.log(f"resuming from {latest.name} (epoch {self.progress.epoch}, step {self.progress.step})")
         if self.spec.probes:
             self.fill_feature_caches()
@@ -287,6 +291,7 @@ class StageRecipe:
         return improved
 
     def checkpoint(self) -> None:
+        self.progress.scheduler = self.scheduler.state_dict()
         save_checkpoint(self.accelerator, self.model, self.ckpt_root, self.progress.to_dict())
 
     # ------------------------------------------------------------------ the loop
