@@ -97,7 +97,6 @@ def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_p
     One thread is also the faster choice: these matmuls are far too small for intra-op threads,
     whose spinning doubled the wall time on a busy 2-core machine.
     """
-    _ = store.table  # open Arrow here: opened inside loader threads, load_from_disk races on tqdm's lock
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience),
                         ("eval_batch_size", eval_batch_size)):
         if value < 1:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ META_FILE = "store.json"
 # full pass over a large store does not grow RSS with the store's size.
 REMAP_AFTER_BYTES = 8 << 20
 _FAULT_AROUND = 64 << 10  # the kernel maps up to 64 KiB around each page fault
+_OPEN_LOCK = threading.Lock()  # one load_from_disk at a time in this process (see SeriesStore.table)
 
 
 def store_fingerprint(source_sha256: str, split_rule: str, freq: str | None, fill: str) -> str:
@@ -78,11 +80,14 @@ class SeriesStore:
 
     @property
     def table(self):
-        """The memory-mapped pyarrow Table (opened on first use, per process)."""
+        """The memory-mapped pyarrow Table (opened on first use, per process). `datasets` reads shards
+        from several threads, and concurrent `load_from_disk` calls race on tqdm's lock: open under one."""
         if self._table is None:
-            import datasets
+            with _OPEN_LOCK:
+                if self._table is None:
+                    import datasets
 
-            self._table = datasets.load_from_disk(str(self.path)).data.table
+                    self._table = datasets.load_from_disk(str(self.path)).data.table
         return self._table
 
     def release(self) -> None:

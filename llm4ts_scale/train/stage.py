@@ -173,8 +173,7 @@ class StageRecipe:
         latest = usable_checkpoint(self.ckpt_root, self.main)
         if latest is not None:
             self.progress = Progress.from_dict(load_checkpoint(acc, latest))
-            if self.progress.scheduler:
-                self.scheduler.load_state_dict(self.progress.scheduler)
+            self.scheduler.load_state_dict(self.progress.scheduler)
             self.log(f"resuming from {latest.name} (epoch {self.progress.epoch}, step {self.progress.step})")
         if self.spec.probes:
             self.fill_feature_caches()
