@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.stages import STAGE_NAMES, STAGES
+from llm4ts_scale.stages import STAGE_NAMES, STAGES, TRAINABLE_GROUPS, stage_spec
 
 SplitRule = Literal["auto", "ett-hourly", "ett-minute", "ratio"]
 Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
@@ -33,6 +33,8 @@ BackboneInit = Literal["pretrained", "random"]
 Attention = Literal["auto", "eager", "sdpa", "flash_attention_2"]
 Schedule = Literal["cosine", "constant", "type1", "type3"]
 Precision = Literal["auto", "no", "bf16"]
+Solver = Literal["sgd", "exact"]  # exact: the head as the closed-form ridge optimum on frozen features (LP only)
+HeadKind = Literal["flatten", "flatten+linear"]
 LogWith = Literal["tensorboard", "none"]
 
 
@@ -86,6 +88,7 @@ class ModelConfig:
     revin_affine: bool = True
     conv_kernel: int = 3
     dropout: float = 0.1
+    head: HeadKind = "flatten"  # flatten+linear: + Linear(L -> H) of the RevIN-normalized look-back (an RLinear shortcut)
 
 
 @dataclass
@@ -95,11 +98,16 @@ class StageConfig:
     weight_decay: float = 0.0
     schedule: Schedule = "cosine"  # type1/type3: Time-Series-Library's per-epoch rules
     warmup_ratio: float = 0.1
+    solver: Solver = "sgd"  # exact: closed-form ridge head, penalties chosen on validation (a probing stage only)
+    penalty_linear: Any = "auto"  # exact solver: ridge penalty of the shortcut (relative), auto = validation search
+    penalty_llm: Any = "auto"  # exact solver: ridge penalty of the flatten head on the LLM features (relative)
+    groups: Any = "default"  # parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]
 
 
 # One `stages.<name>` entry per row of the stage table (llm4ts_scale/stages.py), in run order.
 StagesConfig = dataclasses.make_dataclass("StagesConfig", [
-    (s.name, StageConfig, field(default_factory=partial(StageConfig, epochs=s.default_epochs, lr=s.default_lr)))
+    (s.name, StageConfig, field(default_factory=partial(StageConfig, epochs=s.default_epochs, lr=s.default_lr,
+                                                        solver=s.default_solver)))
     for s in STAGES])
 
 
@@ -115,7 +123,9 @@ class TrainConfig:
     feature_cache_gb: float = 8.0  # auto turns the LP cache off when a rank's features would exceed this
     log_with: LogWith = "tensorboard"
     collective_timeout_s: int = 120
-    compare_baselines: bool = True  # after the test: naive and DLinear on the same test windows, printed and in run.json
+    compare_baselines: bool = True  # after the test: naive, DLinear and rlinear on the same windows, printed and in run.json
+    test: bool = True  # score the test split at the end; false for validation-only sweeps (no test, no baselines)
+    ridge_max_gram_features: int = 32768  # exact LP: above this many features, conjugate gradient instead of a Gram
 
 
 @dataclass
@@ -137,6 +147,12 @@ class RunConfig:
 
     def active_stages(self) -> list[str]:
         return [name for name in STAGE_NAMES if getattr(self.stages, name).epochs > 0]
+
+
+def stage_groups(config: RunConfig, name: str) -> set[str]:
+    """The parameter groups stage `name` trains: the stage table's, or stages.<name>.groups."""
+    chosen = getattr(config.stages, name).groups
+    return set(stage_spec(name).groups) if chosen == "default" else set(chosen)
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -193,8 +209,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"config key '{key}' must be a number, got {value!r}") from None
     if typing.get_origin(base) is Literal:
         allowed = typing.get_args(base)
-        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans; our switches say on/off
-            value = "on" if value else "off"
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans: take the spelling this choice uses
+            spellings = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((v for v in spellings if v in allowed), spellings[0])
         if value not in allowed:
             raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}")
         return value
@@ -324,6 +341,15 @@ def validate(c: RunConfig) -> None:
         _check(s.epochs >= 0, f"stages.{name}.epochs must be >= 0")
         _check(s.lr > 0, f"stages.{name}.lr must be positive")
         _check(0 <= s.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
+        groups = stage_groups(c, name)
+        _check(s.groups == "default" or (isinstance(s.groups, list) and s.groups and set(s.groups) <= set(TRAINABLE_GROUPS)),
+               f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
+        _check(s.solver == "sgd" or (stage_spec(name).task == "forecast" and groups <= {"head"}),
+               f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
+        for key in ("penalty_linear", "penalty_llm"):
+            value = getattr(s, key)
+            ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+            _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")
     _check(bool(c.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
     _check(c.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
     _check(t.grad_accum >= 1, "train.grad_accum must be >= 1")
@@ -332,3 +358,4 @@ def validate(c: RunConfig) -> None:
     _check(t.checkpoint_every_steps > 0, "train.checkpoint_every_steps must be positive")
     _check(t.feature_cache_gb > 0, "train.feature_cache_gb must be positive")
     _check(t.collective_timeout_s > 0, "train.collective_timeout_s must be positive")
+    _check(t.ridge_max_gram_features > 0, "train.ridge_max_gram_features must be positive")

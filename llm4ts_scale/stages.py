@@ -20,6 +20,7 @@ class StageSpec:
     title: str
     default_epochs: int
     default_lr: float
+    default_solver: str = "sgd"
 
     @property
     def probes(self) -> bool:
@@ -31,11 +32,14 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("align", "align", frozenset({"align_head", "lora", "norms", "embeddings", "positions"}),
               keeps_align_head=True, title="align (next-patch MSE)", default_epochs=1, default_lr=1.0e-3),
     StageSpec("lp", "forecast", frozenset({"head"}),
-              keeps_align_head=False, title="lp (forecast MSE)", default_epochs=10, default_lr=1.0e-4),
+              keeps_align_head=False, title="lp (forecast MSE)", default_epochs=10, default_lr=1.0e-4,
+              default_solver="exact"),
     StageSpec("ft", "forecast", frozenset({"head", "lora", "norms", "embeddings", "positions", "revin"}),
               keeps_align_head=False, title="ft (forecast MSE)", default_epochs=2, default_lr=1.0e-4),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+# Every group a stage may train (llm4ts_scale/model/groups.py adds `frozen`, which never trains).
+TRAINABLE_GROUPS = ("head", "align_head", "embeddings", "lora", "norms", "positions", "revin")
 _BY_NAME = {s.name: s for s in STAGES}
 
 

@@ -67,6 +67,7 @@ def tiny_run_overrides(backbone: Path, run_dir: Path, **over) -> list[str]:
         "train.limit_train_batches": 10, "train.compare_baselines": False,
         "train.log_with": "tensorboard", "train.checkpoint_every_steps": 4,
         "stages.align.epochs": 2, "stages.align.lr": 3e-3, "stages.lp.epochs": 2, "stages.lp.lr": 3e-3,
+        "stages.lp.solver": "sgd",  # these runs test the epoch loop (kill points, resume, ranks); exact LP: test_exact_probe.py
         "stages.ft.epochs": 2, "stages.ft.lr": 3e-3,
     }
     values.update(over)

@@ -4,6 +4,8 @@
                         [--split test] [--period N] [--out metrics.json]
   llm4ts-scale evaluate --data DATA --baseline dlinear --seq-len L --pred-len H
                         [--few-shot-percent P] [--epochs N] [--lr X] [--seed S] [--split test] [--out metrics.json]
+  llm4ts-scale evaluate --data DATA --baseline rlinear --seq-len L --pred-len H [--few-shot-percent P]
+                        [--split test] [--out metrics.json]
   llm4ts-scale evaluate RUN_DIR [--split test] [--out metrics.json]
 
 Baselines go through the same windows and metric code as models: metrics are on the
@@ -11,6 +13,8 @@ standardized scale, `samples` counts the (window, channel) pairs scored.
 
 dlinear is trained first (on train, few-shot honoured; the best-validation epoch is kept), then
 scored on --split (val or test); --out writes both {"val": ..., "test": ...}.
+rlinear (RevIN + ridge regression on the look-back, Li et al. 2023) is solved in closed form on train
+(few-shot honoured), its penalty chosen on every validation window; --out writes val and test.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR", help="a trained run directory")
     p.add_argument("--data", default=None, help="CSV/Parquet file, prepared store dir, or dataset NAME")
-    p.add_argument("--baseline", default=None, choices=("naive", "seasonal", "mean", "dlinear"),
+    p.add_argument("--baseline", default=None, choices=("naive", "seasonal", "mean", "dlinear", "rlinear"),
                    help="naive: repeat the last value; seasonal: repeat the last --period values; "
-                        "mean: look-back mean; dlinear: train DLinear (Zeng et al. 2023) on train, then score")
+                        "mean: look-back mean; dlinear: train DLinear (Zeng et al. 2023) on train, then score; "
+                        "rlinear: RevIN + ridge on the look-back, closed form, penalty chosen on validation")
     p.add_argument("--seq-len", type=int, default=None, help="look-back L for baselines (default 336)")
     p.add_argument("--pred-len", type=int, default=None, help="horizon H for baselines (default 96)")
     p.add_argument("--split", default=None, choices=("train", "val", "test"), help="split to score (default test)")
@@ -40,7 +45,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="windows per scoring batch (does not change the "
                                                                "result; dlinear trains with batch 32)")
     p.add_argument("--few-shot-percent", type=int, default=None,
-                   help="dlinear: train on the first P%% of the train split (default 100)")
+                   help="dlinear, rlinear: train on the first P%% of the train split (default 100)")
     p.add_argument("--epochs", type=int, default=None, help="dlinear: at most N epochs (default 10; early stopping "
                                                             "after 3 without a better validation MSE)")
     p.add_argument("--lr", type=float, default=None, help="dlinear: Adam learning rate, halved every epoch "
@@ -72,8 +77,10 @@ def run(args: argparse.Namespace) -> int | None:
     if args.baseline == "dlinear":
         return _run_dlinear(args)
     for flag, attr, _ in _DLINEAR_FLAGS:
-        if getattr(args, attr) is not None:
-            raise UserError(f"{flag} only applies to --baseline dlinear ({args.baseline} trains nothing); drop it")
+        if getattr(args, attr) is not None and not (args.baseline == "rlinear" and attr == "few_shot_percent"):
+            raise UserError(f"{flag} only applies to --baseline dlinear ({args.baseline} trains no epochs); drop it")
+    if args.baseline == "rlinear":
+        return _run_rlinear(args)
     return _run_baseline(args)
 
 
@@ -117,34 +124,63 @@ def _run_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dlinear(args: argparse.Namespace) -> int:
+def _trained_baseline_store(args: argparse.Namespace, few_shot: int):
+    """Checks shared by the baselines that fit on the train split (dlinear, rlinear); returns
+    (store, seq_len, pred_len, split)."""
     from llm4ts_scale.data.sources import open_store
     from llm4ts_scale.errors import UserError
 
     seq_len = args.seq_len if args.seq_len is not None else 336
     pred_len = args.pred_len if args.pred_len is not None else 96
     split = args.split or "test"
-    few_shot, epochs, lr, seed = (getattr(args, attr) if getattr(args, attr) is not None else default
-                                  for _, attr, default in _DLINEAR_FLAGS)
-    for flag, value in (("--seq-len", seq_len), ("--pred-len", pred_len), ("--batch-size", args.batch_size),
-                        ("--epochs", epochs)):
+    for flag, value in (("--seq-len", seq_len), ("--pred-len", pred_len), ("--batch-size", args.batch_size)):
         if value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")
     if not 0 < few_shot <= 100:
         raise UserError(f"--few-shot-percent must be in (0, 100], got {few_shot}; "
                         "use e.g. 10 for the first 10 % of the train split")
-    if not 0 < lr < float("inf"):  # also refuses nan
-        raise UserError(f"--lr must be a positive number, got {lr}")
     if split == "train":
-        raise UserError("--baseline dlinear trains on the train split, so scoring it says nothing; "
+        raise UserError(f"--baseline {args.baseline} trains on the train split, so scoring it says nothing; "
                         "use --split val or test")
     if args.period is not None:
         raise UserError("--period only applies to --baseline seasonal; drop it")
     if args.original_scale:
-        raise UserError("--original-scale is not supported with --baseline dlinear; drop it (metrics are standardized)")
+        raise UserError(f"--original-scale is not supported with --baseline {args.baseline}; drop it "
+                        "(metrics are standardized)")
     store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
     for name, percent in (("train", few_shot), ("val", 100), ("test", 100)):
         store.num_samples(name, seq_len, pred_len, percent)  # a split too short fails here, before torch loads
+    return store, seq_len, pred_len, split
+
+
+def _run_rlinear(args: argparse.Namespace) -> int:
+    few_shot = args.few_shot_percent if args.few_shot_percent is not None else 100
+    store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
+
+    from llm4ts_scale.metrics import write_metrics_json
+    from llm4ts_scale.rlinear import fit_rlinear
+
+    result = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot, batch_size=args.batch_size)
+    if args.out:
+        write_metrics_json(args.out, {"val": result.val, "test": result.test})
+    chosen = result.test if split == "test" else result.val
+    print(json.dumps({**chosen, "split": split, "baseline": "rlinear", "seq_len": seq_len, "pred_len": pred_len,
+                      "scale": "standardized", "data_fingerprint": store.fingerprint, "val_mse": result.val["mse"],
+                      "alpha": result.alpha, "few_shot_percent": few_shot, "train_windows": result.train_windows,
+                      "wall_time_s": round(result.wall_time_s, 3)}))
+    return 0
+
+
+def _run_dlinear(args: argparse.Namespace) -> int:
+    from llm4ts_scale.errors import UserError
+
+    few_shot, epochs, lr, seed = (getattr(args, attr) if getattr(args, attr) is not None else default
+                                  for _, attr, default in _DLINEAR_FLAGS)
+    if epochs <= 0:
+        raise UserError(f"--epochs must be positive, got {epochs}")
+    if not 0 < lr < float("inf"):  # also refuses nan
+        raise UserError(f"--lr must be a positive number, got {lr}")
+    store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
     from llm4ts_scale.dlinear import train_dlinear
     from llm4ts_scale.metrics import write_metrics_json

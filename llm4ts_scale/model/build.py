@@ -40,5 +40,5 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
         backbone, info, seq_len=d.seq_len, pred_len=d.pred_len, patch_len=d.patch_len, stride=d.stride,
         calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=m.temporal_pooling,
         conv_kernel=m.conv_kernel, dropout=m.dropout, revin_affine=m.revin_affine, tune_norms=m.tune_norms,
-        tune_positions=m.tune_positions, embed_init=m.embed_init, calendar_init=m.calendar_init,
+        tune_positions=m.tune_positions, embed_init=m.embed_init, calendar_init=m.calendar_init, head=m.head,
     )

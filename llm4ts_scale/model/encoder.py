@@ -55,6 +55,15 @@ class RevIN(nn.Module):
     def affine(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.weight is None else z * self.weight + self.bias
 
+    def to_head_space(self, y: torch.Tensor, stats) -> torch.Tensor:
+        """The inverse of `denormalize`: what the forecasting head must output to forecast y exactly
+        (the target of exact linear probing)."""
+        mean, std = stats
+        o = (y - mean) / std
+        if self.weight is not None:
+            o = o * (self.weight + self.eps * self.eps) + self.bias
+        return o
+
     def denormalize(self, y: torch.Tensor, stats) -> torch.Tensor:
         mean, std = stats
         if self.weight is not None:

@@ -19,12 +19,22 @@ class AlignHead(nn.Module):
 
 class ForecastHead(nn.Module):
     """Stage 2: Flatten + Linear(D*T -> H, no bias) + dropout on the output, as the official LLM4TS
-    code has it; in normalized units (RevIN de-normalizes after)."""
+    code has it; in normalized units (RevIN de-normalizes after).
 
-    def __init__(self, d_model: int, num_patches: int, pred_len: int, dropout: float = 0.0):
+    With `shortcut_len` L (model.head: flatten+linear) a Linear(L -> H) of the RevIN-normalized look-back
+    z is added: the forecast is then an RLinear model plus what the LLM's features add to it, and a
+    head that reads nothing useful from the LLM can still fall back on the linear map.
+    """
+
+    def __init__(self, d_model: int, num_patches: int, pred_len: int, dropout: float = 0.0,
+                 shortcut_len: int | None = None):
         super().__init__()
         self.proj = nn.Linear(d_model * num_patches, pred_len, bias=False)
         self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(shortcut_len, pred_len) if shortcut_len else None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H]
-        return self.dropout(self.proj(h.flatten(start_dim=1)))
+    def forward(self, h: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:  # [B, T, D] -> [B, H]
+        out = self.dropout(self.proj(h.flatten(start_dim=1)))
+        if self.linear is not None:
+            out = out + self.linear(z.to(out.dtype))
+        return out

@@ -24,7 +24,8 @@ class LLM4TS(nn.Module):
     def __init__(self, backbone: nn.Module, info: BackboneInfo, *, seq_len: int, pred_len: int, patch_len: int,
                  stride: int, calendar_attrs: list[str], calendar_use: list[str] | None = None, pooling: str = "first",
                  conv_kernel: int = 3, dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True,
-                 tune_positions: bool = True, embed_init: str = "default", calendar_init: str = "zero"):
+                 tune_positions: bool = True, embed_init: str = "default", calendar_init: str = "zero",
+                 head: str = "flatten"):
         super().__init__()
         self.info = info
         self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, stride
@@ -48,7 +49,8 @@ class LLM4TS(nn.Module):
                             f"{info.name!r}; lower data.seq_len or raise data.stride")
         self.backbone = backbone
         self.align_head = AlignHead(d_model, patch_len)
-        self.head = ForecastHead(d_model, self.num_patches, pred_len, dropout)
+        self.head = ForecastHead(d_model, self.num_patches, pred_len, dropout,
+                                 shortcut_len=seq_len if head == "flatten+linear" else None)
         # Backbone parameters that may train besides LoRA, by full name (stable: module structure is fixed).
         self._norm_names = {f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)} if tune_norms else set()
         self._position_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_position_table)}
@@ -77,7 +79,7 @@ class LLM4TS(nn.Module):
         if task != "forecast":
             raise ValueError(f"task must be 'forecast', 'align' or 'features', got {task!r}")
         h = self.hidden(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
-        return self.revin.denormalize(self.head(h), stats)
+        return self.revin.denormalize(self.head(h, z), stats)
 
     def align_normalized(self, z: torch.Tensor, z_future: torch.Tensor, x_mark: torch.Tensor):
         """Next-patch prediction on the RevIN-normalized series z (before the affine, which is learnable

@@ -102,7 +102,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     if state.finished:
         if main:
             print(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)", flush=True)
-        return state.data["test"]["metrics"]
+        return state.data["test"].get("metrics", {})
     if config.train.log_with != "none":
         accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
     if main:
@@ -121,7 +121,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
             state.save()
         result = run_stage(accelerator, config, store, stage, stage_dir, init_state, precision)
         if main:
-            state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val,
+            state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val, solver=result.solver,
+                               start_val=result.start_val, kept_start=result.best_epoch == 0,
                                epochs_run=len(result.history), history=result.history, trainable_params=result.trainable_params,
                                wall_time_s=round(result.wall_time_s, 3),
                                weights_sha256=file_sha256(stage_dir / "weights.safetensors"))
@@ -131,7 +132,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
 
     metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
     accelerator.end_training()
-    if main and config.train.compare_baselines:  # after the last collective: the other ranks may exit
+    if main and config.train.compare_baselines and config.train.test:  # after the last collective: the other ranks may exit
         state.data["test"]["baselines"] = compare_with_baselines(config, store)
         state.save()
     return metrics
@@ -147,26 +148,33 @@ def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict
 
 
 def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunState, weights: dict, precision: str) -> dict:
+    """Score the test split once (unless train.test is false: a validation-only sweep), then export."""
     started = time.time()
     d = config.data
     device = accelerator.device
     model = load_trained_model(config, store.calendar_attrs, weights, device, precision)
-    # validation was scored every epoch; run.json holds each stage's best
-    results = {"test": evaluate_split(model, store, "test", seq_len=d.seq_len, pred_len=d.pred_len,
-                                      batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, device.type),
-                                      task="forecast", rank=accelerator.process_index,
-                                      world_size=accelerator.num_processes, device=device, precision=precision,
-                                      show_progress=accelerator.is_main_process, num_workers=d.num_workers)}
+    if config.train.test:  # validation was scored every epoch; run.json holds each stage's best
+        results = {"test": evaluate_split(model, store, "test", seq_len=d.seq_len, pred_len=d.pred_len,
+                                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, device.type),
+                                          task="forecast", rank=accelerator.process_index,
+                                          world_size=accelerator.num_processes, device=device, precision=precision,
+                                          show_progress=accelerator.is_main_process, num_workers=d.num_workers)}
+    else:  # the last stage's best validation (run.json is current on the main process only)
+        results = {"val": run_state.stage(config.active_stages()[-1])["val"]} if accelerator.is_main_process else {}
     run_dir = Path(config.run_dir)
     if accelerator.is_main_process:
         write_metrics_json(run_dir / "metrics.json", results)
         write_export(run_dir / "export", config, store, model, weights, metrics=results, precision=precision)
-        test = results["test"]
-        print(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}", flush=True)
-        run_state.data["test"] = {"status": "done", "metrics": test, "wall_time_s": round(time.time() - started, 3)}
+        if "test" in results:
+            test = results["test"]
+            print(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}", flush=True)
+            run_state.data["test"] = {"status": "done", "metrics": test, "wall_time_s": round(time.time() - started, 3)}
+        else:
+            print(f"test: not scored (train.test=false); best val mse {results['val']['mse']:.6f}", flush=True)
+            run_state.data["test"] = {"status": "skipped"}
         run_state.save()
     accelerator.wait_for_everyone()
-    return results["test"]
+    return results.get("test", results.get("val"))
 
 
 # DLinear trains on every training window for up to 10 epochs: seconds on ETTh1, too long on the
@@ -175,12 +183,13 @@ DLINEAR_MAX_TRAIN_SAMPLES = 500_000
 
 
 def compare_with_baselines(config: RunConfig, store) -> dict:
-    """Naive (repeat the last value) and DLinear on the same test windows, printed under the model's score:
-    the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
+    """Naive (repeat the last value), DLinear and rlinear on the same test windows, printed under the model's
+    score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
     from llm4ts_scale.baselines import baseline_forecast
     from llm4ts_scale.data.windows import make_loader
     from llm4ts_scale.dlinear import train_dlinear
     from llm4ts_scale.metrics import MetricAccumulator
+    from llm4ts_scale.rlinear import fit_rlinear
 
     d = config.data
     naive = MetricAccumulator()
@@ -196,5 +205,9 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
                      f"training windows in {result.wall_time_s:.0f} s, epoch chosen on validation)")
     else:
         lines.append("dlinear: skipped (too many training windows); run llm4ts-scale evaluate --baseline dlinear")
+    rl = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent)
+    out["rlinear"] = {**rl.test, "val_mse": rl.val["mse"], "alpha": rl.alpha, "wall_time_s": round(rl.wall_time_s, 1)}
+    lines.append(f"rlinear: mse {rl.test['mse']:.6f}  mae {rl.test['mae']:.6f}  (RevIN + ridge on the look-back, "
+                 f"closed form in {rl.wall_time_s:.0f} s, penalty {rl.alpha:.3g} chosen on validation)")
     print("\n".join(lines), flush=True)
     return out

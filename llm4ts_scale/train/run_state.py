@@ -98,4 +98,4 @@ class RunState:
     @property
     def finished(self) -> bool:
         stages_done = all(s.get("status") == "done" for s in self.data["stages"].values())
-        return stages_done and self.data.get("test", {}).get("status") == "done"
+        return stages_done and self.data.get("test", {}).get("status") in ("done", "skipped")

@@ -22,7 +22,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from llm4ts_scale.config import RunConfig
+from llm4ts_scale.config import RunConfig, stage_groups
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
@@ -31,6 +31,7 @@ from llm4ts_scale.model import build_model
 from llm4ts_scale.precision import autocast
 from llm4ts_scale.stages import STAGE_NAMES, StageSpec, stage_spec
 from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
+from llm4ts_scale.train.exact_probe import fit_exact_head
 from llm4ts_scale.train.feature_cache import FeatureCache, cache_bytes
 from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
@@ -53,6 +54,7 @@ class Progress:
     lrs: list = field(default_factory=list)  # learning rate of every optimizer step of the current epoch
     scheduler: dict = field(default_factory=dict)  # the LR scheduler's state_dict (JSON: lambdas are functions)
     extra: dict = field(default_factory=dict)  # hooks' state (e.g. the window checksum)
+    start_val: dict | None = None  # validation of the weights the stage started from (epoch 0), when scored
 
     @classmethod
     def from_dict(cls, values: dict) -> Progress:
@@ -65,11 +67,13 @@ class Progress:
 
 @dataclass
 class StageResult:
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the weights the stage started from, which it kept
     val: dict
     history: list
     wall_time_s: float
     trainable_params: int
+    start_val: dict | None = None
+    solver: str = "sgd"
 
 
 def stage_horizon(config: RunConfig, spec: StageSpec) -> int:
@@ -105,7 +109,7 @@ def build_stage_model(config: RunConfig, store, stage: str, init_state: dict | N
         if not spec.keeps_align_head:  # the alignment head is dropped once forecasting starts
             init_state = {k: v for k, v in init_state.items() if not k.startswith("align_head.")}
         load_tunable_state(model, init_state, source="previous stage weights")
-    model.set_trainable(set(spec.groups))
+    model.set_trainable(stage_groups(config, stage))
     return model
 
 
@@ -145,6 +149,16 @@ class StageRecipe:
         self.main = accelerator.is_main_process
         self.progress = Progress(world_size=accelerator.num_processes)
         self.caches: dict[str, FeatureCache] = {}
+        groups = stage_groups(config, stage)
+        # Only the forecasting head trains: the frozen part's features are the same every epoch.
+        self.probes = self.spec.task == "forecast" and groups <= {"head"}
+        self.exact = self.probes and self.stage_cfg.solver == "exact"
+        # A forecasting stage that starts from a forecasting head (ft after lp) scores that start first
+        # and keeps it when no epoch beats it on validation.
+        earlier = config.active_stages()[:config.active_stages().index(stage)] if stage in config.active_stages() else []
+        self.guards_start = (self.spec.task == "forecast" and not self.exact and init_state is not None
+                             and any(stage_spec(name).task == "forecast" for name in earlier))
+        self.eval_batch = eval_batch_size(config.data.eval_batch_size, config.data.batch_size, accelerator.device.type)
 
     # ------------------------------------------------------------------ setup
 
@@ -175,7 +189,7 @@ class StageRecipe:
             self.progress = Progress.from_dict(load_checkpoint(acc, latest))
             self.scheduler.load_state_dict(self.progress.scheduler)
             self.log(f"resuming from {latest.name} (epoch {self.progress.epoch}, step {self.progress.step})")
-        if self.spec.probes:
+        if self.probes and not self.exact:
             self.fill_feature_caches()
 
     def log(self, message: str) -> None:
@@ -188,7 +202,7 @@ class StageRecipe:
         """on/off as asked; auto: when filling it costs fewer frozen forwards than the LP epochs would run
         (not so with a short train.limit_train_batches) and it fits in train.feature_cache_gb."""
         d, t = self.config.data, self.config.train
-        if t.lp_feature_cache == "off" or not self.spec.probes:
+        if t.lp_feature_cache == "off" or not self.probes:
             return False
         if t.lp_feature_cache == "on":
             return True
@@ -210,10 +224,9 @@ class StageRecipe:
         d, acc = self.config.data, self.accelerator
         kwargs = dict(rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
                       show_progress=self.main)
-        batch = eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type)
         for split, few_shot, step in (("train", d.few_shot_percent, 1), ("val", 100, d.val_stride)):
             self.caches[split] = FeatureCache(self.store.n_channels).fill(
-                self.model, self.store, split, d.seq_len, d.pred_len, batch, few_shot_percent=few_shot,
+                self.model, self.store, split, d.seq_len, d.pred_len, self.eval_batch, few_shot_percent=few_shot,
                 window_step=step, **kwargs)
         self.log(f"LP features cached once for {len(self.caches['train'])} train and {len(self.caches['val'])} "
                  "validation windows on this rank (frozen part without dropout)")
@@ -269,7 +282,7 @@ class StageRecipe:
         d, acc = self.config.data, self.accelerator
         return evaluate_split(
             self.model if self.deepspeed else self.unwrapped, self.store, "val", seq_len=d.seq_len, pred_len=self.horizon,
-            batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, acc.device.type), task=self.spec.task,
+            batch_size=self.eval_batch, task=self.spec.task,
             rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
             show_progress=self.main, num_workers=d.num_workers, cache=self.caches.get("val"),
             inference=not self.deepspeed, window_step=d.val_stride)
@@ -298,6 +311,10 @@ class StageRecipe:
     def run(self) -> StageResult:
         self.setup()
         p, acc = self.progress, self.accelerator
+        if self.exact:
+            return self.run_exact()
+        if self.guards_start and p.epoch == 0 and p.step == 0 and p.start_val is None:
+            self.score_start()
         while p.epoch < self.stage_cfg.epochs and p.bad_epochs < self.config.train.patience:
             train_loss = self.train_epoch()
             extra = {k: v for hook in self.hooks for k, v in hook.on_epoch_end(self).items()}
@@ -314,10 +331,41 @@ class StageRecipe:
             self.checkpoint()
         return self.finish()
 
+    def score_start(self) -> None:
+        """Epoch 0: validate the weights this stage starts from (the previous stage's best) and hold them
+        as the best so far, so that the stage keeps them unless an epoch validates better."""
+        p = self.progress
+        val = self.validate()
+        p.start_val = {"mse": val["mse"], "mae": val["mae"]}
+        self.keep_if_best(val)
+        p.best_epoch = 0
+        self.log(f"start (previous stage's weights): val {val['mse']:.5f}")
+        self.checkpoint()
+
+    def run_exact(self) -> StageResult:
+        """Linear probing solved in closed form: one pass over the windows, then the ridge search
+        (llm4ts_scale/train/exact_probe.py). Atomic: a crash inside it re-runs it whole."""
+        p = self.progress
+        result = fit_exact_head(self)
+        self.keep_if_best(result.val)
+        p.history.append({"epoch": 1, "train_loss": result.train_loss, "val_loss": result.val["mse"],
+                          "val_mae": result.val["mae"], **result.entry, "time_s": time.time() - self.started})
+        chosen = ", ".join(f"{k} {result.entry[k]:.3g}" for k in ("alpha_linear", "alpha_llm")
+                           if result.entry.get(k) is not None)
+        self.log(f"exact head ({result.entry['method']}, {result.entry['features']} features, {chosen}): "
+                 f"val {result.val['mse']:.5f}")
+        p.epoch = 1
+        return self.finish()
+
     def finish(self) -> StageResult:
         acc, p = self.accelerator, self.progress
         acc.wait_for_everyone()
-        best = p.history[p.best_epoch - 1]
+        if p.best_epoch == 0:
+            best = {"val_loss": p.start_val["mse"], "val_mae": p.start_val["mae"]}
+            self.log(f"no epoch beat the weights this stage started from on validation (val {p.start_val['mse']:.5f}); "
+                     "keeping them")
+        else:
+            best = p.history[p.best_epoch - 1]
         if self.main:
             if self.best_path.exists():  # absent only when a crash came after this rename: the weights are in place
                 self.best_path.replace(self.stage_dir / "weights.safetensors")
@@ -329,7 +377,8 @@ class StageRecipe:
         self.caches.clear()
         acc.free_memory(self.model, self.optimizer)
         return StageResult(best_epoch=p.best_epoch, val={"mse": best["val_loss"], "mae": best["val_mae"]},
-                           history=p.history, wall_time_s=time.time() - self.started, trainable_params=self.trainable)
+                           history=p.history, wall_time_s=time.time() - self.started, trainable_params=self.trainable,
+                           start_val=p.start_val, solver="exact" if self.exact else "sgd")
 
 
 def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
