@@ -14,13 +14,18 @@ C = h'h and the cross terms u't, h't), so ranks add theirs and every rank solves
 the head does not depend on the world size. Penalties are given relative to the block's scale
 (lambda = alpha * mean of the block Gram's diagonal), so one grid of alphas fits any feature size.
 
-Cost, and how it scales (F = Ph, the llm block's width; at SmolLM2 K=6, L=336: 42 x 576 = 24,192):
-- the Gram C is F x F in float64 (4.7 GB at F = 24k). Each candidate lh costs one Cholesky of
-  C + lh I (F^3 / 3 flops), after which every lu costs only a (Pu x Pu) solve through the Schur
-  complement; the validation error of every pair comes from the held validation features.
-- above `max_gram_features` (a 7B-shaped backbone has 42 x 4096 = 172k features: C would need 237 GB)
-  C is never formed: conjugate gradient runs on the operator v -> h'(h v), summed across ranks each
-  iteration, over the cached features (`ConjugateGradientRidge`).
+Cost, and how it scales (F = Ph, the llm block's width; N the training samples; at SmolLM2 K=6, L=336:
+F = 42 x 576 = 24,192, and ETTh1 at 10 % has N = 5,145):
+- F <= N (`PrimalBlock`): the Gram C (F x F, float64) is accumulated; each candidate lh costs one
+  Cholesky of C + lh I (F^3 / 3 flops).
+- N < F (`DualBlock`, the few-shot case): the kernel K = h h' (N x N) of the training rows, gathered on
+  every rank; each lh costs one Cholesky of K + lh I (N^3 / 3): a second for ETTh1 at 10 %, where the
+  Gram would cost a minute and a half per candidate.
+- either way every lu then costs only a (Pu x Pu) solve through the Schur complement, and the validation
+  error of every pair comes from the held validation features.
+- both N and F above `max_gram_features` (a 7B-shaped backbone has 42 x 4096 = 172k features, on full
+  data): no N x N or F x F matrix is formed; conjugate gradient runs on the operator v -> h'(h v), summed
+  across ranks each iteration, over the cached features (`ConjugateGradientRidge`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 
 # Relative penalties tried: a decade grid; the llm block gets a half-decade refinement around its best.
 LINEAR_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-16, 5))  # 1e-8 .. 1e2, every half decade (cheap)
-LLM_ALPHAS = tuple(10.0 ** k for k in range(-5, 2))  # 1e-5 .. 10: one Cholesky each
+LLM_ALPHAS = tuple(10.0 ** k for k in range(-4, 5))  # 1e-4 .. 1e4: one Cholesky each
 EDGE_EXTENSIONS = 3  # decades tried past an end of LLM_ALPHAS when the best lies there
 FLUSH_ROWS = 8192  # float32 partial Gram sums are added into the float64 totals every this many rows
 

@@ -1,0 +1,180 @@
+"""What makes the LLM add information beyond the look-back? Validation-only arms, each read out by exact
+linear probing (minutes per arm), next to rlinear on the same validation windows.
+
+Every arm is a real `launch/train.py` run with `train.test=false` (the test split is never scored here),
+`stages.lp.solver=exact` and, unless the arm says otherwise, `model.head=flatten+linear` and no FT. The
+table reports each arm's best validation MSE, rlinear's on the same windows (RevIN + ridge on the
+look-back: the model with no LLM at all) and the gain over it.
+
+    python tools/validation_sweep.py                       # every arm not yet in results/sweep/
+    python tools/validation_sweep.py --only etth1-k6-a1     # some arms
+    python tools/validation_sweep.py --jobs 2               # two runs at a time, one thread each
+    python tools/validation_sweep.py --report-only          # the table from results/sweep/
+
+Small files of every run (run.json, metrics.json, stage histories; never weights) are kept under
+results/sweep/<arm>/ so that the table outlives the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llm4ts_scale.results import keep_small_files, publish_table
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results" / "sweep"
+COMMON = ["stages.lp.solver=exact", "stages.ft.epochs=0", "model.head=flatten+linear", "train.test=false",
+          "train.log_with=none", "train.checkpoint_every_steps=100000", "model.backbone=smollm2-135m", "model.quantize=nf4"]
+DATASETS = {
+    # the few-shot target: 10 % of ETTh1's training windows, H=96; selection on every 4th validation window
+    "etth1": ["data.path=ETTh1", "data.split=ett-hourly", "data.seq_len=336", "data.pred_len=96",
+              "data.few_shot_percent=10", "data.val_stride=4", "data.batch_size=32"],
+    # the second dataset, kept out of the tuning: ILI, all its training data, L=104, H=24 (GPT4TS / Time-LLM)
+    "ili": ["data.path=national_illness", "data.split=ratio", "data.seq_len=104", "data.pred_len=24",
+            "data.few_shot_percent=100", "data.val_stride=1", "data.batch_size=16"],
+}
+# name -> (dataset, overrides, what it tests)
+ARMS: dict[str, tuple[str, list[str], str]] = {}
+
+
+def arm(name: str, dataset: str, overrides: list[str], note: str) -> None:
+    ARMS[name] = (dataset, overrides, note)
+
+
+for ds in DATASETS:
+    arm(f"{ds}-k6-a0", ds, ["model.layers=6", "stages.align.epochs=0"], "pretrained, 6 blocks, no alignment")
+    arm(f"{ds}-k6-a1", ds, ["model.layers=6", "stages.align.epochs=1"], "pretrained, 6 blocks, 1 alignment epoch")
+    arm(f"{ds}-rand-k6-a0", ds, ["model.layers=6", "stages.align.epochs=0", "model.backbone_init=random"],
+        "random frozen weights, 6 blocks, no alignment")
+    arm(f"{ds}-rand-k6-a1", ds, ["model.layers=6", "stages.align.epochs=1", "model.backbone_init=random"],
+        "random frozen weights, 6 blocks, 1 alignment epoch")
+    arm(f"{ds}-k2-a1", ds, ["model.layers=2", "stages.align.epochs=1"], "pretrained, 2 blocks, 1 alignment epoch")
+arm("etth1-k6-a10", "etth1", ["model.layers=6", "stages.align.epochs=10", "train.patience=10"],
+    "pretrained, 6 blocks, 10 alignment epochs (the official length)")
+arm("etth1-rand-k6-a10", "etth1", ["model.layers=6", "stages.align.epochs=10", "train.patience=10",
+                                   "model.backbone_init=random"], "random weights, 6 blocks, 10 alignment epochs")
+arm("etth1-k4-a1", "etth1", ["model.layers=4", "stages.align.epochs=1"], "pretrained, 4 blocks, 1 alignment epoch")
+arm("etth1-k30-a1", "etth1", ["model.layers=30", "stages.align.epochs=1", "model.dequantize_frozen=on"],
+    "pretrained, all 30 blocks, 1 alignment epoch")
+arm("etth1-l512-k6-a1", "etth1", ["data.seq_len=512", "model.layers=6", "stages.align.epochs=1"],
+    "look-back 512, 6 blocks, 1 alignment epoch")
+arm("etth1-kernel1-k6-a1", "etth1", ["model.conv_kernel=1", "model.layers=6", "stages.align.epochs=1"],
+    "token encoder kernel 1 (a per-patch linear map)")
+arm("etth1-kernel7-k6-a1", "etth1", ["model.conv_kernel=7", "model.layers=6", "stages.align.epochs=1"],
+    "token encoder kernel 7 (the official 10 % ETTh1 setting)")
+arm("etth1-r32-k6-a1", "etth1", ["model.lora.r=32", "model.lora.alpha=32", "model.layers=6", "stages.align.epochs=1"],
+    "LoRA rank 32 (alpha 32) during alignment")
+arm("etth1-flatten-k6-a1", "etth1", ["model.head=flatten", "model.layers=6", "stages.align.epochs=1"],
+    "the official head alone (no linear shortcut)")
+
+
+def run_dir(name: str, runs: Path) -> Path:
+    return runs / name
+
+
+def command(name: str, runs: Path) -> list[str]:
+    dataset, overrides, _ = ARMS[name]
+    return [sys.executable, "launch/train.py", *COMMON, *DATASETS[dataset], *overrides,
+            f"run_dir={run_dir(name, runs)}", "--restart"]
+
+
+def train_all(names: list[str], runs: Path, parallel: int) -> None:
+    runs.mkdir(parents=True, exist_ok=True)
+    pending, active = list(names), []
+    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if parallel > 1 else {})}
+    while pending or active:
+        while pending and len(active) < parallel:
+            name = pending.pop(0)
+            cmd = command(name, runs)
+            log = open(runs / f"{name}.log", "w")
+            print("$", shlex.join(cmd), f"> {log.name}", flush=True)
+            active.append((name, time.time(), subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                                               env=env), log))
+        time.sleep(5)
+        for item in list(active):
+            name, started, proc, log = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            active.remove(item)
+            if proc.returncode != 0:
+                print(f"{name} failed (exit {proc.returncode}); see {log.name}", flush=True)
+                continue
+            keep_small_files(run_dir(name, runs), RESULTS / name)
+            print(f"{name}: {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+def rlinear_val(dataset: str) -> float:
+    """rlinear's validation MSE on the arms' validation windows (cached in results/sweep/rlinear-<dataset>.json)."""
+    path = RESULTS / f"rlinear-{dataset}.json"
+    if not path.is_file():
+        from llm4ts_scale.config import load_config
+        from llm4ts_scale.data.sources import open_store
+        from llm4ts_scale.rlinear import fit_rlinear
+
+        d = load_config(None, DATASETS[dataset]).data
+        store = open_store(d.path, split=d.split)
+        r = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, val_stride=d.val_stride,
+                        score_test=False)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"val": r.val, "alpha": r.alpha, "wall_time_s": r.wall_time_s}, indent=1))
+    return json.loads(path.read_text())["val"]["mse"]
+
+
+def table() -> str:
+    lines = ["| arm | what it tests | val MSE | rlinear val MSE | gain over rlinear | read-out (LP penalties) | "
+             "FT | minutes |", "|---|---|---|---|---|---|---|---|"]
+    for name, (dataset, _, note) in ARMS.items():
+        path = RESULTS / name / "run.json"
+        if not path.is_file():
+            lines.append(f"| {name} | {note} | (not run) | | | | | |")
+            continue
+        run = json.loads(path.read_text())
+        stages = run["stages"]
+        last = [s for s in ("lp", "ft") if s in stages][-1]
+        val = stages[last]["val"]["mse"]
+        base = rlinear_val(dataset)
+        lp = stages["lp"]["history"][0]
+        readout = f"linear {lp.get('alpha_linear') or '-'}, llm {lp.get('alpha_llm'):.3g}"
+        ft = "-"
+        if "ft" in stages:
+            ft = "kept LP" if stages["ft"].get("kept_start") else f"epoch {stages['ft']['best_epoch']}"
+        minutes = sum(s.get("wall_time_s", 0) for s in stages.values()) / 60
+        lines.append(f"| {name} | {note} | {val:.4f} | {base:.4f} | {100 * (base - val) / base:+.1f} % | {readout} "
+                     f"| {ft} | {minutes:.0f} |")
+    lines += ["", "Validation only (train.test=false: no test window was scored). Every arm: " + " ".join(COMMON)
+              + "; ETTh1: " + " ".join(DATASETS["etth1"]) + "; ILI: " + " ".join(DATASETS["ili"]) + ". Seed 2023. "
+              "Gain: how much lower the arm's validation MSE is than rlinear's on the same windows."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    global RESULTS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", default="runs/sweep")
+    parser.add_argument("--only", nargs="*", default=None, help="arm names to run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each when > 1)")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--results-dir", default=None)
+    args = parser.parse_args()
+    if args.results_dir:
+        RESULTS = Path(args.results_dir).resolve()
+    if not args.report_only:
+        unknown = sorted(set(args.only or []) - set(ARMS))
+        if unknown:
+            parser.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+        names = [n for n in ARMS if (not args.only or n in args.only) and not (RESULTS / n / "run.json").is_file()]
+        train_all(names, Path(args.runs_dir).resolve(), args.jobs)
+    publish_table(RESULTS, table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
