@@ -9,12 +9,13 @@ numbers come back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from llm4ts_scale.config import RunConfig
 from llm4ts_scale.errors import UserError
-from llm4ts_scale.export import load_exported_model
+from llm4ts_scale.export import export_dir_of, load_exported_model
 from llm4ts_scale.precision import autocast
 
 
@@ -25,6 +26,7 @@ class LoadedModel:
     data: dict  # facts of the training data: columns, freq, calendar_attrs, mean, std, fingerprint
     precision: str  # "bf16" or "no"
     device: torch.device
+    export_dir: Path
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
         """[B, H] in the standardized units of x, in the run's precision."""
@@ -39,7 +41,7 @@ def default_device() -> torch.device:
 def load_model(run_dir, device: torch.device | None = None) -> LoadedModel:
     device = device or default_device()
     model, config, data, precision = load_exported_model(run_dir, device=device)
-    return LoadedModel(model, config, data, precision, device)
+    return LoadedModel(model, config, data, precision, device, export_dir_of(run_dir))
 
 
 def check_columns(columns, loaded: LoadedModel) -> None:

@@ -18,23 +18,46 @@ def future_timestamps(last: np.datetime64, freq: str, horizon: int) -> pd.Dateti
     return pd.date_range(start=pd.Timestamp(last), periods=horizon + 1, freq=freq)[1:]
 
 
-def forecast_history(loaded, timestamps: np.ndarray, values: np.ndarray, columns: list[str]):
-    """(future timestamps [H], forecast [H, C] in original units) from the last L rows of a history;
-    `loaded`: an llm4ts_scale.inference.LoadedModel."""
+def forecast_scaled(loaded, x: np.ndarray, marks: np.ndarray | None, batch_size: int = 1024) -> np.ndarray:
+    """Forecasts [n, H, C] in original units from n look-backs x [n, L, C] in original units and their
+    calendar marks [n, L, A] (None when the model reads no calendar). All n * C channels go through the
+    model together, `batch_size` rows at a time."""
+    data = loaded.data
+    mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
+    n, L, C = x.shape
+    rows = ((x - mean) / std).transpose(0, 2, 1).reshape(n * C, L).astype(np.float32)  # [n*C, L]
+    if marks is None:
+        marks = np.zeros((n, L, len(data["calendar_attrs"])), dtype=np.int64)
+    row_marks = np.repeat(marks, C, axis=0)  # every channel of a series shares its timestamps
+    out = []
+    for i in range(0, len(rows), batch_size):
+        out.append(loaded.forecast(torch.from_numpy(rows[i:i + batch_size]),
+                                   torch.from_numpy(row_marks[i:i + batch_size])).cpu().numpy())
+    H = loaded.config.data.pred_len
+    return np.concatenate(out).reshape(n, C, H).transpose(0, 2, 1) * std + mean
+
+
+def forecast_histories(loaded, histories: list[tuple[np.ndarray, np.ndarray]], columns: list[str]):
+    """[(future timestamps [H], forecast [H, C] in original units)] for each (timestamps, values) history,
+    from its last L rows; `loaded`: an llm4ts_scale.inference.LoadedModel."""
     from llm4ts_scale.inference import check_columns
 
     config, data = loaded.config, loaded.data
     L, H = config.data.seq_len, config.data.pred_len
     check_columns(columns, loaded)
-    if len(values) < L:
-        raise UserError(f"the history has {len(values)} rows but the model looks back {L}; pass at least {L} rows")
-    mean, std = np.asarray(data["mean"]), np.asarray(data["std"])
-    x = ((values[-L:] - mean) / std).T.astype(np.float32)  # [C, L]
-    marks = calendar_marks(timestamps[-L:], data["calendar_attrs"])  # [L, A]
-    marks_t = torch.from_numpy(marks).unsqueeze(0).expand(x.shape[0], -1, -1)
-    scaled = loaded.forecast(torch.from_numpy(x), marks_t).cpu().numpy()  # [C, H]
-    forecast = scaled.T * std + mean
-    return future_timestamps(timestamps[-1], data["freq"], H), forecast
+    for i, (_, values) in enumerate(histories):
+        if len(values) < L:
+            which = f"history {i} has" if len(histories) > 1 else "the history has"
+            raise UserError(f"{which} {len(values)} rows but the model looks back {L}; pass at least {L} rows")
+    x = np.stack([values[-L:] for _, values in histories])
+    marks = np.stack([calendar_marks(ts[-L:], data["calendar_attrs"]) for ts, _ in histories])
+    forecasts = forecast_scaled(loaded, x, marks)
+    return [(future_timestamps(ts[-1], data["freq"], H), f) for (ts, _), f in zip(histories, forecasts)]
+
+
+def forecast_history(loaded, timestamps: np.ndarray, values: np.ndarray, columns: list[str]):
+    """(future timestamps [H], forecast [H, C] in original units) from the last L rows of a history."""
+    return forecast_histories(loaded, [(timestamps, values)], columns)[0]
 
 
 def write_forecast(path: str | Path, timestamps, forecast: np.ndarray, columns: list[str]) -> None:

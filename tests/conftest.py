@@ -62,6 +62,7 @@ def ili_run_dir(tmp_path_factory):
         "data.path": data_dir() / "national_illness.csv", "data.seq_len": ILI_L, "data.pred_len": ILI_H,
         "data.few_shot_percent": 100, "train.compare_baselines": True, "train.limit_train_batches": 2,
         "train.log_with": "none", "stages.align.epochs": 1,
+        "train.mixed_precision": "no",  # fp32 on every machine: batched and single forecasts then agree to 1e-6
         "stages.lp.epochs": 2, "stages.ft.epochs": 1})
     proc = launch_train(overrides, ds=None, processes=1, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -53,7 +53,7 @@ def _check_run(run_dir, stdout: str):
     assert math.isfinite(metrics["test"]["mse"]) and metrics["test"]["mse"] > 0
     assert state["test"]["status"] == "done"
     export = run_dir / "export"
-    assert (export / "weights.safetensors").is_file() and (export / "config.json").is_file()
+    assert (export / "model.safetensors").is_file() and (export / "config.json").is_file()
     assert (export / "adapter" / "adapter_config.json").is_file()
     assert list((run_dir / "logs").rglob("events.out.tfevents*")) or list(run_dir.rglob("events.out.tfevents*"))
     return metrics
@@ -68,7 +68,7 @@ def test_zero3_two_processes_run_all_stages(zero3_run):
     run_dir, result = zero3_run
     metrics = _check_run(run_dir, result.stdout)
     # ZeRO-3 shards every parameter; the consolidated files must hold full tensors
-    weights = load_file(str(run_dir / "export" / "weights.safetensors"))
+    weights = load_file(str(run_dir / "export" / "model.safetensors"))
     lora = {k: v for k, v in weights.items() if "lora_A" in k}
     assert lora and all(v.numel() == v.shape[0] * v.shape[1] and v.shape[0] == 4 for v in lora.values())
     assert metrics["test"]["samples"] == ett_test_samples(96, 24)

@@ -110,7 +110,7 @@ assert run.get("world_size") == 1, f"run.json world_size is {run.get('world_size
 pending = {name: s.get("status") for name, s in run["stages"].items() if s.get("status") != "done"}
 assert not pending and set(run["stages"]) == {"align", "lp", "ft"}, f"stages not done: {pending or run['stages']}"
 assert run["test"].get("status") == "done", f"test status {run['test'].get('status')!r}"
-assert (run_dir / "export" / "weights.safetensors").is_file(), "no export/weights.safetensors"
+assert (run_dir / "export" / "model.safetensors").is_file(), "no export/model.safetensors"
 print(f"{ds}: test mse {test['mse']:.4f} mae {test['mae']:.4f} over {test['samples']} samples; "
       f"run.json precision {run['precision']} ({run.get('precision_reason')}); stages done")
 EOF

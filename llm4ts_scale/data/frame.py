@@ -143,9 +143,18 @@ def load_frame(path: str | Path, fill: str = "none") -> tuple[np.ndarray, np.nda
     """
     check_fill(fill)
     path = Path(path)
-    df = read_table(path)
-    is_csv = path.suffix.lower() == ".csv"
-    name = path.name
+    return frame_arrays(read_table(path), path.name, fill, is_csv=path.suffix.lower() == ".csv")
+
+
+def frame_arrays(df: pd.DataFrame, name: str = "the DataFrame", fill: str = "none",
+                 is_csv: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`load_frame`'s checks on a table already in memory; a DatetimeIndex stands for the `date` column."""
+    check_fill(fill)
+    if not isinstance(df, pd.DataFrame):
+        raise UserError(f"{name} is a {type(df).__name__}, not a pandas DataFrame; pass a DataFrame with a "
+                        "'date' column (or a DatetimeIndex) and the training columns")
+    if DATE_COLUMN not in df.columns and isinstance(df.index, pd.DatetimeIndex):
+        df = df.rename_axis(DATE_COLUMN).reset_index()
     if DATE_COLUMN not in df.columns:
         shown = ", ".join(map(str, df.columns[:8])) + (", ..." if len(df.columns) > 8 else "")
         raise UserError(
