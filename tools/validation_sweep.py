@@ -73,6 +73,17 @@ arm("etth1-r32-k6-a1", "etth1", ["model.lora.r=32", "model.lora.alpha=32", "mode
     "LoRA rank 32 (alpha 32) during alignment")
 arm("etth1-flatten-k6-a1", "etth1", ["model.head=flatten", "model.layers=6", "stages.align.epochs=1"],
     "the official head alone (no linear shortcut)")
+# FT after exact LP: the stage keeps the LP weights unless an epoch validates better
+for ds in DATASETS:
+    for lr in ("1e-4", "1e-5"):
+        arm(f"{ds}-k6-a0-ft-{lr}", ds, ["model.layers=6", "stages.align.epochs=0", "stages.ft.epochs=3",
+                                        f"stages.ft.lr={lr}", "train.patience=2"],
+            f"no alignment, exact LP, then FT (default groups) 3 epochs at lr {lr}")
+    arm(f"{ds}-k6-a1-ft-1e-4", ds, ["model.layers=6", "stages.align.epochs=1", "stages.ft.epochs=3", "stages.ft.lr=1e-4",
+                                    "train.patience=2"], "1 alignment epoch, exact LP, then FT 3 epochs at lr 1e-4")
+arm("etth1-k6-a0-ft-lora", "etth1", ["model.layers=6", "stages.align.epochs=0", "stages.ft.epochs=3",
+                                     "stages.ft.lr=1e-4", "stages.ft.groups=[head,lora]", "train.patience=2"],
+    "no alignment, exact LP, then FT of head + LoRA only")
 
 
 def run_dir(name: str, runs: Path) -> Path:
