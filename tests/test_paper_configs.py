@@ -101,6 +101,7 @@ def test_config_carries_the_official_settings(key):
     assert st.align.epochs == a_ep and st.align.lr == pytest.approx(a_lr, rel=1e-12)
     assert (st.align.schedule, st.align.warmup_ratio) == SCHEDULES[a_adj]
     assert (st.lp.epochs, st.ft.epochs) == (d_ep // 2, d_ep - d_ep // 2)
+    assert st.lp.solver == "sgd" and c.model.head == "flatten"  # the official LP: SGD epochs on the flatten head
     for stage in (st.lp, st.ft):
         assert stage.lr == pytest.approx(d_lr, rel=1e-12)
         assert (stage.schedule, stage.warmup_ratio) == SCHEDULES[d_adj]
