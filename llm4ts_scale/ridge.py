@@ -183,10 +183,8 @@ class ValidationSet:
         self.count = int(round(float(reduce(torch.tensor(float(t.shape[0]), dtype=torch.float64)))))
 
     def h_times(self, m: torch.Tensor) -> torch.Tensor:
-        """h @ m in float64 (h is held in float32; the product is taken in float64)."""
-        if self.h.shape[0] == 0:
-            return torch.zeros(0, m.shape[1], dtype=torch.float64, device=m.device)
-        return self.h.double() @ m if self.h.dtype != torch.float64 else self.h @ m
+        """h @ m in float64 (h is held in float32)."""
+        return rows_times(self.h, m)
 
     def mse_of(self, pred: torch.Tensor) -> float:
         err = pred - self.t
@@ -194,6 +192,13 @@ class ValidationSet:
             err = err * self.scale
         sse = (err ** 2).sum() if err.numel() else torch.zeros((), dtype=torch.float64)
         return float(self.reduce(sse.reshape(1))[0]) / max(self.count * self.t.shape[1], 1)
+
+
+def rows_times(a: torch.Tensor, m: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """a @ m in float64, `block` rows of a at a time: no float64 copy of a whole feature matrix."""
+    if a.shape[0] == 0:
+        return torch.zeros(0, m.shape[1], dtype=torch.float64, device=m.device)
+    return torch.cat([a[s:s + block].double() @ m for s in range(0, a.shape[0], block)])
 
 
 def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
@@ -281,13 +286,18 @@ class DualBlock:
     def __init__(self, train_u: torch.Tensor | None, train_h: torch.Tensor, train_t: torch.Tensor, val: ValidationSet):
         self.u = train_u.double() if train_u is not None else None
         self.h, self.t = train_h, train_t.double()
-        hd = train_h.double()
+        hd = train_h.double()  # float64 once, for the two kernels
         self.K = hd @ hd.T
         self.val_K = val.h_times(hd.T)  # validation rows x training rows
+        del hd
         self.eye = torch.eye(self.K.shape[0], dtype=torch.float64, device=self.K.device)
 
     def _h_transpose_times(self, beta: torch.Tensor) -> torch.Tensor:
-        return self.h.double().T @ beta
+        """h' beta in float64, a block of rows at a time."""
+        out = torch.zeros(self.h.shape[1], beta.shape[1], dtype=torch.float64, device=beta.device)
+        for start in range(0, self.h.shape[0], 4096):
+            out += self.h[start:start + 4096].double().T @ beta[start:start + 4096]
+        return out
 
     def reduced(self, lam: float) -> Reduced:
         factor = _cholesky(self.K + lam * self.eye)
@@ -301,7 +311,7 @@ class DualBlock:
                        S0=lam * self.u.T @ Pu, r0=lam * self.u.T @ Pt, val_M=self.val_K @ Pu)
 
     def train_mse(self, fit: RidgeFit) -> float:
-        pred = self.h.double() @ fit.Wh + (self.u @ fit.Wu if fit.Wu is not None else 0)
+        pred = rows_times(self.h, fit.Wh) + (self.u @ fit.Wu if fit.Wu is not None else 0)
         return float(((pred - self.t) ** 2).mean())
 
 
@@ -323,7 +333,7 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
     scale_h = system.scale("llm")
     scale_u = system.scale("linear") if system.A is not None else 1.0
     tried: list[dict] = []
-    best: tuple | None = None  # (val mse, alpha_h, alpha_u, Wu, Wh)
+    best: tuple | None = None  # (val mse, alpha_h, alpha_u, Wu, Reduced): Wh is formed once, at the end
 
     def try_llm(alpha_h: float) -> float:
         nonlocal best
@@ -332,7 +342,7 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
             mse = val.mse_of(red.val_m)
             tried.append({"alpha_llm": alpha_h, "val_mse": mse})
             if best is None or mse < best[0]:
-                best = (mse, alpha_h, None, None, red.weights(None))
+                best = (mse, alpha_h, None, None, red)
             return mse
         here = []
         for alpha_u in lin_grid:
@@ -341,7 +351,7 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
             tried.append({"alpha_linear": alpha_u, "alpha_llm": alpha_h, "val_mse": mse})
             here.append(mse)
             if best is None or mse < best[0]:
-                best = (mse, alpha_h, alpha_u, Wu, red.weights(Wu))
+                best = (mse, alpha_h, alpha_u, Wu, red)
         return min(here)
 
     def report(alpha_h, mse, note):
@@ -359,8 +369,8 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
             report(alpha_h, try_llm(alpha_h), "beyond the grid")
         for alpha_h in _refined(best[1], llm_grid):
             report(alpha_h, try_llm(alpha_h), "refinement")
-    mse, alpha_h, alpha_u, Wu, Wh = best
-    fit = RidgeFit(Wu=Wu, Wh=Wh, alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried)
+    mse, alpha_h, alpha_u, Wu, red = best
+    fit = RidgeFit(Wu=Wu, Wh=red.weights(Wu), alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried)
     fit.train_mse = block.train_mse(fit)
     return fit
 

@@ -35,6 +35,7 @@ from llm4ts_scale.ridge import (
     ValidationSet,
     fit_conjugate_gradient,
     fit_direct,
+    rows_times,
     with_intercept,
 )
 from llm4ts_scale.weights import load_tunable_state
@@ -168,7 +169,7 @@ def fit_exact_head(recipe) -> ProbeResult:
 
     metrics = MetricAccumulator()
     for u, h, _, stats, y in val_parts:
-        pred = h.double() @ fit.Wh + (u.double() @ fit.Wu if fit.Wu is not None else 0)
+        pred = rows_times(h, fit.Wh) + (u.double() @ fit.Wu if fit.Wu is not None else 0)
         metrics.update(revin.denormalize(pred.float(), stats), y)
     metrics.reduce()
     val = metrics.compute()
