@@ -9,7 +9,7 @@ import sys
 from llm4ts_scale.errors import exit_on_user_error
 
 # Each module exposes `add_parser(subparsers)` and `run(args) -> int | None`.
-COMMANDS = ["prepare", "evaluate", "describe", "train", "predict", "report"]
+COMMANDS = ["prepare", "evaluate", "describe", "align", "train", "predict", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,6 +84,7 @@ class ModelConfig:
     calendar_init: CalendarInit = "zero"  # zero: unseen calendar values add nothing | normal: N(0, 1), PyTorch's
     embed_init: EmbedInit = "default"  # default: PyTorch's | backbone: encoder output on the LLM's embedding scale
     backbone_init: BackboneInit = "pretrained"  # random: same architecture, fresh weights (does the LLM matter?)
+    aligned_from: Optional[str] = None  # an aligned backbone (run dir or align/export/): replaces the align stage
     attention: Attention = "auto"  # auto: measured per device and token count
     revin_affine: bool = True
     conv_kernel: int = 3
@@ -102,6 +103,7 @@ class StageConfig:
     penalty_linear: Any = "auto"  # exact solver: ridge penalty of the shortcut (relative), auto = validation search
     penalty_llm: Any = "auto"  # exact solver: ridge penalty of the flatten head on the LLM features (relative)
     groups: Any = "default"  # parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]
+    data: Any = field(default_factory=list)  # align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = own windows
 
 
 # One `stages.<name>` entry per row of the stage table (llm4ts_scale/stages.py), in run order.
@@ -146,7 +148,9 @@ class RunConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def active_stages(self) -> list[str]:
-        return [name for name in STAGE_NAMES if getattr(self.stages, name).epochs > 0]
+        """Stages this run trains; model.aligned_from stands in for the alignment stage."""
+        return [name for name in STAGE_NAMES if getattr(self.stages, name).epochs > 0
+                and not (name == "align" and self.model.aligned_from)]
 
 
 def stage_groups(config: RunConfig, name: str) -> set[str]:
@@ -346,10 +350,19 @@ def validate(c: RunConfig) -> None:
                f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
         _check(s.solver == "sgd" or (stage_spec(name).task == "forecast" and groups <= {"head"}),
                f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
+        if s.data:
+            _check(name == "align", f"stages.{name}.data: only the alignment stage reads a corpus; drop it")
+            from llm4ts_scale.data.corpus import check_sources
+
+            check_sources(s.data)
+            _check(m.calendar == "none", "stages.align.data (a corpus) needs model.calendar=none: other sources "
+                                         "have other calendars")
         for key in ("penalty_linear", "penalty_llm"):
             value = getattr(s, key)
             ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
             _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")
+    _check(not (m.aligned_from and c.stages.align.data),
+           "model.aligned_from replaces the alignment stage, so stages.align.data would go unused; drop one of them")
     _check(bool(c.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
     _check(c.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
     _check(t.grad_accum >= 1, "train.grad_accum must be >= 1")

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from llm4ts_scale.config import RunConfig
+from llm4ts_scale.data.corpus import describe as describe_corpus
+from llm4ts_scale.data.corpus import open_corpus
 from llm4ts_scale.data.sources import open_store
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
@@ -25,6 +27,7 @@ from llm4ts_scale.metrics import write_metrics_json
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.train.accelerator import build_accelerator
+from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
 from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
 from llm4ts_scale.weights import load_tunable_state, load_weights
@@ -73,13 +76,15 @@ def _broadcast(accelerator, obj):
     return box[0]
 
 
-def _preflight(config: RunConfig, store, world_size: int) -> None:
+def _preflight(config: RunConfig, store, world_size: int, corpus=None) -> None:
     """Refuse data that cannot feed this run before anything is written to the run directory."""
     d = config.data
     for split in ("train", "val", "test"):
         store.num_samples(split, d.seq_len, d.pred_len, d.few_shot_percent if split == "train" else 100)
     for stage in config.active_stages():
-        steps_per_epoch(config, store, world_size, stage)
+        steps_per_epoch(config, store, world_size, stage, corpus)
+    if config.model.aligned_from:
+        load_aligned(config)  # a missing or mismatched artifact is refused here, before run.json exists
 
 
 def _verified_weights(path: Path, sha256: str | None) -> dict:
@@ -89,14 +94,19 @@ def _verified_weights(path: Path, sha256: str | None) -> dict:
     return load_weights(path)
 
 
-def train(config: RunConfig, ds_config: str | None = None, restart: bool = False) -> dict:
-    """Run every pending stage, then test and export; returns the test metrics."""
+def train(config: RunConfig, ds_config: str | None = None, restart: bool = False, stop_after: str | None = None) -> dict:
+    """Run every pending stage, then test and export; returns the test metrics. `stop_after="align"` (the
+    `llm4ts-scale align` command) stops once the aligned backbone is written."""
     run_dir = Path(config.run_dir)
     accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
         store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
-        _preflight(config, store, accelerator.num_processes)
+        corpus = None
+        if config.stages.align.data and "align" in config.active_stages():
+            corpus = open_corpus(config.stages.align.data, store, config.data.few_shot_percent, seed=config.seed,
+                                 fill=config.data.fill)
+        _preflight(config, store, accelerator.num_processes, corpus)
         backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
     state = _open_run_state(accelerator, config, store.fingerprint, restart, precision, precision_reason)
     if state.finished:
@@ -111,15 +121,26 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
               f"stages {', '.join(config.active_stages())}, run_dir {run_dir}", flush=True)
 
     init_state = None
+    if config.model.aligned_from:  # an aligned backbone from another run stands in for the alignment stage
+        init_state, record = load_aligned(config)
+        if main and state.data.get("aligned_from") != record:
+            state.data["aligned_from"] = record
+            state.save()
     for stage in config.active_stages():
         stage_dir = run_dir / stage
         if state.stage(stage)["status"] == "done":
             init_state = _verified_weights(stage_dir / "weights.safetensors", state.stage(stage).get("weights_sha256"))
+            if stage == "align" and main:
+                _ensure_artifact(run_dir, config, store, state, init_state)
+            if stage == stop_after:
+                break
             continue
         if main:
-            state.update_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            state.update_stage(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               **({"corpus": describe_corpus(corpus, config.data.seq_len, config.data.stride)}
+                                  if corpus and stage == "align" else {}))
             state.save()
-        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, precision)
+        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, precision, corpus=corpus)
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val, solver=result.solver,
                                start_val=result.start_val, kept_start=result.best_epoch == 0,
@@ -129,6 +150,14 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
             state.save()
         accelerator.wait_for_everyone()
         init_state = load_weights(stage_dir / "weights.safetensors")
+        if stage == "align" and main:
+            _ensure_artifact(run_dir, config, store, state, init_state)
+        if stage == stop_after:
+            break
+    if stop_after is not None:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return state.stage(stop_after).get("val", {}) if main else {}
 
     metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
     accelerator.end_training()
@@ -136,6 +165,15 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         state.data["test"]["baselines"] = compare_with_baselines(config, store)
         state.save()
     return metrics
+
+
+def _ensure_artifact(run_dir: Path, config: RunConfig, store, state: RunState, weights: dict) -> None:
+    """The finished alignment stage as an aligned-backbone artifact (llm4ts_scale/train/aligned.py), once."""
+    if (artifact_dir(run_dir) / "config.json").is_file():
+        return
+    model = load_trained_model(config, store.calendar_attrs, weights, "cpu")
+    path = write_artifact(run_dir, config, store, model, weights, state.stage("align").get("corpus"))
+    print(f"aligned backbone written to {path} (start other runs from it with model.aligned_from={run_dir})", flush=True)
 
 
 # ---------------------------------------------------------------- after the last stage

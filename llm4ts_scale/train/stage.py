@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from llm4ts_scale.config import RunConfig, stage_groups
+from llm4ts_scale.data.corpus import corpus_loader, corpus_rank_samples
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
@@ -82,13 +83,17 @@ def stage_horizon(config: RunConfig, spec: StageSpec) -> int:
     return config.data.stride if spec.task == "align" else config.data.pred_len
 
 
-def steps_per_epoch(config: RunConfig, store, world_size: int, stage: str = "ft") -> int:
+def steps_per_epoch(config: RunConfig, store, world_size: int, stage: str = "ft", corpus=None) -> int:
     """Batches every rank runs per epoch: the same on all ranks (collectives stay in step), and a multiple
-    of train.grad_accum, so that no partial accumulation window carries gradients into the next epoch."""
+    of train.grad_accum, so that no partial accumulation window carries gradients into the next epoch.
+    `corpus`: the alignment corpus's sources (llm4ts_scale/data/corpus.py) in place of the store's windows."""
     d, t = config.data, config.train
     horizon = stage_horizon(config, stage_spec(stage))
-    per_rank = [rank_num_samples(store, "train", d.seq_len, horizon, d.few_shot_percent, r, world_size)
-                for r in range(world_size)]
+    if corpus:
+        per_rank = [corpus_rank_samples(corpus, d.seq_len, horizon, r, world_size) for r in range(world_size)]
+    else:
+        per_rank = [rank_num_samples(store, "train", d.seq_len, horizon, d.few_shot_percent, r, world_size)
+                    for r in range(world_size)]
     steps = min(per_rank) // d.batch_size
     if t.limit_train_batches:
         steps = min(steps, t.limit_train_batches)
@@ -139,12 +144,14 @@ class StageRecipe:
     """Train one stage. `run()` = setup, then per epoch: train_epoch, validate, keep the best, checkpoint."""
 
     def __init__(self, accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
-                 precision: str = "no", hooks: list[StageHook] | None = None):
+                 precision: str = "no", hooks: list[StageHook] | None = None, corpus=None):
         self.accelerator, self.config, self.store = accelerator, config, store
         self.spec = stage_spec(stage)
         self.stage_cfg = getattr(config.stages, stage)
         self.stage_dir, self.init_state, self.precision = Path(stage_dir), init_state, precision
-        self.hooks = hooks if hooks is not None else [WindowChecksum(store.n_channels), FaultPoints()]
+        self.corpus = corpus if self.spec.task == "align" else None  # alignment sources besides the store's windows
+        channels = sum(src.store.n_channels for src in self.corpus) if self.corpus else store.n_channels
+        self.hooks = hooks if hooks is not None else [WindowChecksum(channels), FaultPoints()]
         self.horizon = stage_horizon(config, self.spec)
         self.main = accelerator.is_main_process
         self.progress = Progress(world_size=accelerator.num_processes)
@@ -169,7 +176,7 @@ class StageRecipe:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for p in self.params)
         optimizer = torch.optim.AdamW(self.params, lr=self.stage_cfg.lr, weight_decay=self.stage_cfg.weight_decay)
-        self.steps = steps_per_epoch(self.config, self.store, acc.num_processes, self.spec.name)
+        self.steps = steps_per_epoch(self.config, self.store, acc.num_processes, self.spec.name, self.corpus)
         updates_per_epoch = self.steps // t.grad_accum
         # Not passed to prepare(): Accelerate would step it once per process for every optimizer step
         # (it assumes a schedule sized for one process), running it N times too fast on N processes.
@@ -239,9 +246,14 @@ class StageRecipe:
         self.model.train()
         acc.step = 0  # Accelerate's accumulation counter: every epoch starts a fresh accumulation window
         self.optimizer.zero_grad()
-        loader = make_loader(self.store, "train", d.seq_len, self.horizon, d.batch_size, few_shot_percent=d.few_shot_percent,
-                             shuffle=True, seed=self.config.seed, epoch=p.epoch, shuffle_buffer=d.shuffle_buffer,
-                             rank=acc.process_index, world_size=acc.num_processes, num_workers=d.num_workers)
+        where = dict(shuffle=True, seed=self.config.seed, epoch=p.epoch, shuffle_buffer=d.shuffle_buffer,
+                     rank=acc.process_index, world_size=acc.num_processes, num_workers=d.num_workers)
+        if self.corpus:
+            loader = corpus_loader(self.corpus, d.seq_len, self.horizon, d.batch_size,
+                                   n_attrs=len(self.store.calendar_attrs), **where)
+        else:
+            loader = make_loader(self.store, "train", d.seq_len, self.horizon, d.batch_size,
+                                 few_shot_percent=d.few_shot_percent, **where)
         batches = itertools.islice(loader, p.step, self.steps)  # skip what a resumed run already did
         bar = tqdm(batches, total=self.steps, initial=p.step, leave=False, disable=not self.main,
                    desc=f"{self.spec.name} epoch {p.epoch + 1}/{self.stage_cfg.epochs}")
@@ -382,5 +394,5 @@ class StageRecipe:
 
 
 def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
-              precision: str = "no") -> StageResult:
-    return StageRecipe(accelerator, config, store, stage, stage_dir, init_state, precision).run()
+              precision: str = "no", corpus=None) -> StageResult:
+    return StageRecipe(accelerator, config, store, stage, stage_dir, init_state, precision, corpus=corpus).run()

@@ -1,0 +1,206 @@
+"""An alignment corpus: the training windows of several sources, mixed by weight in one stream.
+
+`stages.align.data` lists sources; each is a dataset name, a CSV/Parquet file, a prepared store, a
+directory or glob of those, or `synthetic:kernelsynth` (llm4ts_scale/data/synthetic.py), given as a string
+or as a mapping `{path, split, weight}` (synthetic sources also take `series`, `length`, `seed`). Only a
+source's TRAIN split is read; the run's own target contributes only its few-shot training windows, so no
+validation or test row of the target reaches alignment.
+
+Weights: a source of weight w contributes w times its windows per epoch: w = 1, every window once;
+w = 2, every window twice; w = 0.25, a quarter of them, a different quarter every epoch. The counts are
+exact and the same every epoch (the fractional part is allotted to shards by largest remainder), so every
+rank knows beforehand how many windows it streams and ranks stay in lockstep, as for a single store.
+
+Sharding is that of llm4ts_scale/data/windows.py: each source's windows are cut into small shards
+(channel, block of windows); the shards of every source go into one fixed plan, dealt to ranks as
+plan[rank::world] and by `datasets` to DataLoader workers, then shuffled every epoch (shard order and
+buffer) by `datasets`. Windows carry a global channel id (the source's channel offset + channel), so a
+window's (channel, start) is unique across the corpus.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llm4ts_scale.data.windows import collate_windows, plan_shards
+from llm4ts_scale.errors import UserError
+
+_PLAN_SEED = 20232  # fixed: which rank gets which shard never depends on the run's seed or epoch
+SOURCE_KEYS = ("path", "split", "weight", "series", "length", "seed")
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    store: object  # SeriesStore or SyntheticStore
+    few_shot_percent: int
+    weight: float
+    label: str
+    is_target: bool = False
+
+
+def _expand(path: str) -> list[str]:
+    """A directory or glob of files/stores -> its members (sorted); anything else as is."""
+    p = Path(path).expanduser()
+    if p.is_dir() and not (p / "store.json").is_file():
+        members = sorted(str(c) for c in p.iterdir() if c.suffix.lower() in (".csv", ".parquet", ".pq")
+                         or (c / "store.json").is_file())
+        if not members:
+            raise UserError(f"stages.align.data: directory {p} holds no CSV/Parquet file or prepared store")
+        return members
+    if any(ch in path for ch in "*?["):
+        members = sorted(glob.glob(os.path.expanduser(path)))
+        if not members:
+            raise UserError(f"stages.align.data: the pattern {path!r} matches no file")
+        return members
+    return [path]
+
+
+def check_sources(entries) -> None:
+    """Refuse a malformed stages.align.data before anything is opened."""
+    if not isinstance(entries, list):
+        raise UserError("stages.align.data must be a list of sources (names, files, stores, synthetic:kernelsynth)")
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str) and entry:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise UserError(f"stages.align.data[{i}] must be a string or a mapping with a 'path'; got {entry!r}")
+        unknown = sorted(set(entry) - set(SOURCE_KEYS))
+        if unknown:
+            raise UserError(f"stages.align.data[{i}] has unknown key {unknown[0]!r}; valid keys: {', '.join(SOURCE_KEYS)}")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise UserError(f"stages.align.data[{i}].weight must be a positive number, got {weight!r}")
+
+
+def open_corpus(entries: list, target, target_few_shot: int, *, seed: int, fill: str = "none") -> list[CorpusSource]:
+    """Resolve stages.align.data into sources; the target (same data fingerprint) keeps its few-shot split."""
+    from llm4ts_scale.data.sources import open_store
+    from llm4ts_scale.data.synthetic import SyntheticStore, parse_synthetic
+
+    check_sources(entries)
+    sources = []
+    for entry in entries:
+        spec = {"path": entry} if isinstance(entry, str) else dict(entry)
+        weight = float(spec.get("weight", 1.0))
+        kind = parse_synthetic(spec["path"])
+        if kind is not None:
+            store = SyntheticStore(kind, series=int(spec.get("series", 1000)), length=int(spec.get("length", 2048)),
+                                   seed=int(spec.get("seed", seed)), freq=target.freq)
+            sources.append(CorpusSource(store, 100, weight, store.name))
+            continue
+        for path in _expand(spec["path"]):
+            store = open_store(path, split=spec.get("split", "auto"), fill=fill)
+            mine = store.fingerprint == target.fingerprint
+            sources.append(CorpusSource(store, target_few_shot if mine else 100, weight, store.name, is_target=mine))
+    if not sources:
+        raise UserError("stages.align.data resolved to no source; list at least one, or leave it empty for the "
+                        "run's own training windows")
+    return sources
+
+
+def _allot(counts: list[int], fraction: float) -> list[int]:
+    """Per-shard numbers of kept windows summing to round(fraction * total), by largest remainder."""
+    exact = [fraction * c for c in counts]
+    keep = [math.floor(e) for e in exact]
+    short = round(sum(exact)) - sum(keep)
+    order = sorted(range(len(counts)), key=lambda i: (exact[i] - keep[i], -i), reverse=True)
+    for i in order[:short]:
+        keep[i] += 1
+    return keep
+
+
+def plan_corpus(sources: list[CorpusSource], seq_len: int, horizon: int, world_size: int = 1) -> list[tuple]:
+    """Shards as (source, channel, first, end, keep, copy): `keep` of the end - first windows stream per
+    epoch (all of them unless the weight has a fractional part); `copy` numbers the repeats of a weight > 1."""
+    shards = []
+    for s, src in enumerate(sources):
+        base = [sh for sh in plan_shards(src.store, "train", seq_len, horizon, src.few_shot_percent) if sh[2] > sh[1]]
+        whole, fraction = int(src.weight), src.weight - int(src.weight)
+        for copy in range(whole):
+            shards += [(s, c, a, b, b - a, copy) for c, a, b in base]
+        if fraction > 1e-12:
+            for (c, a, b), keep in zip(base, _allot([b - a for _, a, b in base], fraction)):
+                if keep:
+                    shards.append((s, c, a, b, keep, whole))
+    order = np.random.default_rng(_PLAN_SEED).permutation(len(shards))
+    shards = [shards[i] for i in order]
+    return shards + [(0, 0, 0, 0, 0, 0)] * (-len(shards) % world_size)
+
+
+def corpus_rank_samples(sources, seq_len: int, horizon: int, rank: int = 0, world_size: int = 1) -> int:
+    """Exactly how many windows `rank` streams per epoch (the same every epoch)."""
+    return sum(sh[4] for sh in plan_corpus(sources, seq_len, horizon, world_size)[rank::world_size])
+
+
+def channel_offsets(sources) -> list[int]:
+    return list(np.cumsum([0] + [src.store.n_channels for src in sources[:-1]]))
+
+
+def _generate(shards, sources, offsets, seq_len: int, pred_len: int, n_attrs: int, seed: int, epoch: int):
+    total = seq_len + pred_len
+    for s, channel, first, end, keep, copy in shards:
+        if keep <= 0:
+            continue
+        store = sources[s].store
+        row_start, _ = store.split_range("train", seq_len, sources[s].few_shot_percent)
+        a, b = row_start + first, row_start + end - 1 + total
+        values = store.read_channel(a, b, channel)
+        picked = np.arange(end - first)
+        if keep < end - first:  # a different subset every epoch, of a fixed size
+            rng = np.random.default_rng([seed, epoch, s, channel, first, copy])
+            picked = np.sort(rng.choice(end - first, size=keep, replace=False))
+        marks = np.zeros((total, n_attrs), dtype=np.int64)  # corpus alignment reads no calendar
+        for w in picked:
+            yield (s, channel, a + w, copy), {
+                "x": values[w:w + seq_len], "y": values[w + seq_len:w + total],
+                "x_mark": marks[:seq_len], "y_mark": marks[seq_len:],
+                "channel": int(offsets[s] + channel), "start": int(a + w),
+            }
+
+
+def corpus_loader(sources, seq_len: int, horizon: int, batch_size: int, *, n_attrs: int, shuffle: bool = True,
+                  seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1,
+                  num_workers: int = 0):
+    """DataLoader over this rank's corpus windows (keys as llm4ts_scale/data/windows.py's), epoch `epoch`."""
+    import torch
+    from datasets import IterableDataset
+    from datasets.iterable_dataset import ExamplesIterable
+    from torch.utils.data import DataLoader
+
+    shards = plan_corpus(sources, seq_len, horizon, world_size)[rank::world_size]
+    # only `shards` is a list: datasets splits lists across workers (sources and offsets go whole, as tuples)
+    examples = ExamplesIterable(_generate, {"shards": shards, "sources": tuple(sources),
+                                            "offsets": tuple(channel_offsets(sources)),
+                                            "seq_len": seq_len, "pred_len": horizon, "n_attrs": n_attrs,
+                                            "seed": seed, "epoch": epoch})
+    ds = IterableDataset(examples)
+    if shuffle:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        ds.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows, drop_last=False,
+                      generator=generator)
+
+
+def describe(sources, seq_len: int, horizon: int) -> list[dict]:
+    """What went into alignment, for run.json: per source, its identity, rows used and windows per epoch."""
+    out = []
+    per_epoch = [0] * len(sources)
+    for shard in plan_corpus(sources, seq_len, horizon):
+        per_epoch[shard[0]] += shard[4]
+    for src, streamed in zip(sources, per_epoch):
+        start, end = src.store.split_range("train", seq_len, src.few_shot_percent)
+        windows = src.store.num_samples("train", seq_len, horizon, src.few_shot_percent)
+        out.append({"source": src.label, "fingerprint": src.store.fingerprint, "target": src.is_target,
+                    "split": "train", "rows": [int(start), int(end)], "few_shot_percent": src.few_shot_percent,
+                    "channels": src.store.n_channels, "windows": windows, "weight": src.weight,
+                    "windows_per_epoch": streamed,
+                    **({"synthetic": src.store.params} if hasattr(src.store, "params") else {})})
+    return out
+
