@@ -11,8 +11,8 @@ w = 2, every window twice; w = 0.25, a quarter of them, a different quarter ever
 exact and the same every epoch (the fractional part is allotted to shards by largest remainder), so every
 rank knows beforehand how many windows it streams and ranks stay in lockstep, as for a single store.
 
-Sharding is that of llm4ts_scale/data/windows.py: each source's windows are cut into small shards
-(channel, block of windows); the shards of every source go into one fixed plan, dealt to ranks as
+Sharding follows llm4ts_scale/data/windows.py: each source's windows are cut into shards of
+CORPUS_WINDOWS_PER_SHARD (channel, block of windows); the shards of every source go into one fixed plan, dealt to ranks as
 plan[rank::world] and by `datasets` to DataLoader workers, then shuffled every epoch (shard order and
 buffer) by `datasets`. Windows carry a global channel id (the source's channel offset + channel), so a
 window's (channel, start) is unique across the corpus.
@@ -28,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from llm4ts_scale.data.windows import collate_windows, plan_shards
+from llm4ts_scale.data.windows import collate_windows
 from llm4ts_scale.errors import UserError
 
 _PLAN_SEED = 20232  # fixed: which rank gets which shard never depends on the run's seed or epoch
+# Windows per shard: a corpus holds far more shards than one series (every source, every channel), so its
+# shuffled shard order already mixes well with bigger shards, and the plan stays small (RSS flat in size).
+CORPUS_WINDOWS_PER_SHARD = 32
 SOURCE_KEYS = ("path", "split", "weight", "series", "length", "seed")
 
 
@@ -120,7 +123,10 @@ def plan_corpus(sources: list[CorpusSource], seq_len: int, horizon: int, world_s
     epoch (all of them unless the weight has a fractional part); `copy` numbers the repeats of a weight > 1."""
     shards = []
     for s, src in enumerate(sources):
-        base = [sh for sh in plan_shards(src.store, "train", seq_len, horizon, src.few_shot_percent) if sh[2] > sh[1]]
+        per_channel = src.store.num_windows("train", seq_len, horizon, src.few_shot_percent)  # UserError if too short
+        blocks = -(-per_channel // CORPUS_WINDOWS_PER_SHARD)
+        bounds = [k * per_channel // blocks for k in range(blocks + 1)]
+        base = [(c, bounds[k], bounds[k + 1]) for c in range(src.store.n_channels) for k in range(blocks)]
         whole, fraction = int(src.weight), src.weight - int(src.weight)
         for copy in range(whole):
             shards += [(s, c, a, b, b - a, copy) for c, a, b in base]

@@ -31,6 +31,7 @@ PREFIX = "synthetic:"
 KINDS = ("kernelsynth",)
 DEFAULT_SERIES, DEFAULT_LENGTH = 1000, 2048
 _FOURIER_FEATURES = 64
+CACHE_BYTES = 64 << 20  # generated series kept per process: bounded, whatever the corpus size
 
 # Natural periods (in steps) per frequency family: what seasonal kernels are drawn at.
 _PERIODS = {"min": (60, 1440, 96), "h": (24, 168, 12, 8), "D": (7, 30, 365, 14), "W": (52, 4, 13, 26),
@@ -124,14 +125,25 @@ class SyntheticStore:
         return self.n_channels * self.num_windows(split, seq_len, pred_len)
 
     def read_channel(self, start: int, end: int, channel: int, scaled: bool = True) -> np.ndarray:
-        return _series(self.seed, channel, self.n_rows, self.periods)[start:end]
+        return self._cache(self.seed, channel, self.n_rows, self.periods)[start:end]
+
+    @property
+    def _cache(self):
+        """Generated series are kept up to CACHE_BYTES (shards of a series come in random order)."""
+        if getattr(self, "_cached", None) is None:
+            self._cached = lru_cache(maxsize=max(16, CACHE_BYTES // (4 * self.n_rows)))(_generate)
+        return self._cached
+
+    def __getstate__(self):  # DataLoader workers: each builds its own cache
+        state = dict(self.__dict__)
+        state["_cached"] = None
+        return state
 
     def read_marks(self, start: int, end: int) -> np.ndarray:
         return np.zeros((end - start, 0), dtype=np.int64)
 
 
-@lru_cache(maxsize=64)  # a shard reads one series several times; memory stays at 64 series
-def _series(seed: int, index: int, length: int, periods: tuple[int, ...]) -> np.ndarray:
+def _generate(seed: int, index: int, length: int, periods: tuple[int, ...]) -> np.ndarray:
     series = kernelsynth_series(seed, index, length, periods)
     series.setflags(write=False)
     return series

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Benchmark the alignment corpus stream (llm4ts_scale/data/corpus.py), side by side in one run:
+
+  * peak RSS of one alignment epoch over a corpus of 1x, 10x and 100x windows (ETTh1's few-shot windows
+    plus synthetic:kernelsynth series, whose count grows), each in a fresh subprocess: it must stay flat;
+  * samples/s of a mixed stream (ETTh1 + ILI + synthetic, weights 1 / 1 / fractional) against a single
+    source of about the same number of windows (ETTh1's full training split), best of --repeat epochs.
+
+    python tools/bench_corpus.py [--repeat 3]
+
+Needs ETTh1 and national_illness where dataset names are found (LLM4TS_DATA_PATH). Prints the CPU model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+L, S, BATCH = 336, 8, 128
+BASE_SERIES, LENGTH = 10, 1024  # 1x: 10 synthetic series of 1,024 steps next to ETTh1's few-shot windows
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except Exception:  # no lscpu: say so rather than guess
+        return "unknown (no lscpu)"
+
+
+def _epoch(sources, n_attrs: int) -> tuple[int, float]:
+    from llm4ts_scale.data.corpus import corpus_loader
+
+    started, count = time.perf_counter(), 0
+    for batch in corpus_loader(sources, L, S, BATCH, n_attrs=n_attrs, seed=1, epoch=0):
+        count += batch["x"].shape[0]
+    return count, time.perf_counter() - started
+
+
+def child_rss(scale: int) -> None:
+    from llm4ts_scale.data.corpus import open_corpus
+    from llm4ts_scale.data.sources import open_store
+
+    target = open_store("ETTh1")
+    sources = open_corpus(["ETTh1", {"path": "synthetic:kernelsynth", "series": BASE_SERIES * scale, "length": LENGTH}],
+                          target, 10, seed=0)
+    count, seconds = _epoch(sources, len(target.calendar_attrs))
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"scale": scale, "windows": count, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child-rss", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_rss:
+        child_rss(args.child_rss)
+        return 0
+
+    print(f"CPU: {cpu_model()}")
+    rss = []
+    for scale in (1, 10, 100):
+        out = subprocess.run([sys.executable, __file__, "--child-rss", str(scale)], capture_output=True, text=True,
+                             check=True).stdout
+        rss.append(json.loads(out.splitlines()[-1]))
+        r = rss[-1]
+        print(f"corpus {scale:>3}x: {r['windows']:>9,} windows in {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.1f} MB")
+    print(f"peak RSS 100x vs 1x: {100 * (rss[-1]['peak_rss_mb'] / rss[0]['peak_rss_mb'] - 1):+.1f} % (target: within 10 %)")
+
+    from llm4ts_scale.data.corpus import open_corpus
+    from llm4ts_scale.data.sources import open_store
+
+    target = open_store("ETTh1")
+    single = open_corpus(["ETTh1"], target, 100, seed=0)
+    size = target.num_samples("train", L, S)
+    ili = open_store("national_illness")
+    rest = size - target.num_samples("train", L, S, 10) - ili.num_samples("train", L, S)
+    per_series = LENGTH - L - S + 1
+    synth_series = 200
+    mixed = open_corpus(["ETTh1", "national_illness", {"path": "synthetic:kernelsynth", "series": synth_series,
+                                                       "length": LENGTH, "weight": rest / (synth_series * per_series)}],
+                        target, 10, seed=0)
+    n_attrs = len(target.calendar_attrs)
+    streams = {"single source (ETTh1 train)": single, "mixed (ETTh1 10 % + ILI + synthetic)": mixed}
+    runs = {name: [] for name in streams}
+    for _ in range(args.repeat):  # interleaved, so that load from other jobs hits both alike
+        for name, sources in streams.items():
+            runs[name].append(_epoch(sources, n_attrs))
+    best = {}
+    for name, timed in runs.items():
+        count, seconds = min(timed, key=lambda r: r[1])
+        best[name] = count / seconds
+        print(f"{name}: {count:,} windows/epoch, {count / seconds:,.0f} samples/s (best of {args.repeat})")
+    a, b = best.values()
+    print(f"mixed / single throughput: {b / a:.2f} (target: within 10 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
