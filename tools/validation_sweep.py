@@ -81,6 +81,19 @@ for ds in DATASETS:
             f"no alignment, exact LP, then FT (default groups) 3 epochs at lr {lr}")
     arm(f"{ds}-k6-a1-ft-1e-4", ds, ["model.layers=6", "stages.align.epochs=1", "stages.ft.epochs=3", "stages.ft.lr=1e-4",
                                     "train.patience=2"], "1 alignment epoch, exact LP, then FT 3 epochs at lr 1e-4")
+# alignment on a corpus (llm4ts_scale/data/corpus.py), read out by exact LP on the target
+SYNTH = '{path: "synthetic:kernelsynth", series: 1000, length: 2048, weight: %s}'
+arm("etth1-corpus-own+ili+synth", "etth1", ["model.layers=6", "stages.align.epochs=1",
+                                            f"stages.align.data=[ETTh1, national_illness, {SYNTH % 0.02}]"],
+    "1 alignment epoch on ETTh1's 10 % + ILI + 34k synthetic windows")
+arm("etth1-corpus-synth", "etth1", ["model.layers=6", "stages.align.epochs=1", f"stages.align.data=[{SYNTH % 0.02}]"],
+    "1 alignment epoch on 34k synthetic windows alone")
+arm("ili-corpus-own+etth1+synth", "ili", ["model.layers=6", "stages.align.epochs=1",
+                                          f"stages.align.data=[national_illness, {{path: ETTh1, weight: 0.25}}, "
+                                          f"{SYNTH % 0.01}]"],
+    "1 alignment epoch on ILI + 15k ETTh1 + 19k synthetic windows")
+arm("ili-corpus-synth", "ili", ["model.layers=6", "stages.align.epochs=1", f"stages.align.data=[{SYNTH % 0.01}]"],
+    "1 alignment epoch on 19k synthetic windows alone")
 arm("etth1-k6-a0-ft-lora", "etth1", ["model.layers=6", "stages.align.epochs=0", "stages.ft.epochs=3",
                                      "stages.ft.lr=1e-4", "stages.ft.groups=[head,lora]", "train.patience=2"],
     "no alignment, exact LP, then FT of head + LoRA only")
