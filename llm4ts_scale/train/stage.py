@@ -352,7 +352,8 @@ class StageRecipe:
         self.keep_if_best(val)
         p.best_epoch = 0
         self.log(f"start (previous stage's weights): val {val['mse']:.5f}")
-        self.checkpoint()
+        # no checkpoint here: the first one (in epoch 1) carries this in its progress; a crash before it
+        # scores the start again, and a stage boundary still resumes with any number of processes
 
     def run_exact(self) -> StageResult:
         """Linear probing solved in closed form: one pass over the windows, then the ridge search
