@@ -166,7 +166,8 @@ def table() -> str:
         val = stages[last]["val"]["mse"]
         base = rlinear_val(dataset)
         lp = stages["lp"]["history"][0]
-        readout = f"linear {lp.get('alpha_linear') or '-'}, llm {lp.get('alpha_llm'):.3g}"
+        alpha_u = lp.get("alpha_linear")
+        readout = f"linear {alpha_u:.3g}, llm {lp.get('alpha_llm'):.3g}" if alpha_u else f"llm {lp.get('alpha_llm'):.3g}"
         ft = "-"
         if "ft" in stages:
             ft = "kept LP" if stages["ft"].get("kept_start") else f"epoch {stages['ft']['best_epoch']}"
