@@ -102,6 +102,9 @@ def train_all(jobs: list[tuple[str, int, int]], runs: Path, extra: list[str], pa
             log = open(runs / f"{'-'.join(map(str, job))}.log", "w")
             print("$", shlex.join(cmd), f"> {log.name}", flush=True)
             active.append((job, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        if pending and not active and not any(ready(j) for j in pending):
+            sys.exit(f"{pending[0]} needs the aligned backbone of {aligned_source(*pending[0], runs)}, which is missing; "
+                     "train that run first (or pass --horizons with the first horizon)")
         time.sleep(5)
         for item in list(active):
             job, proc, log = item
