@@ -12,7 +12,8 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def find_data_file(name: str) -> Path:
     """`name` in the first LLM4TS_DATA_PATH entry holding it, else in ../shared/data; fails loudly if absent."""
-    dirs = [Path(p) for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p] + [DEFAULT_DATA_DIR]
+    dirs = [Path(p).expanduser().resolve() for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
+    dirs += [DEFAULT_DATA_DIR]
     for directory in dirs:
         if (directory / name).is_file():
             return directory / name

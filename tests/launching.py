@@ -13,9 +13,10 @@ CPU_LAUNCH_CONFIG = REPO / "launch" / "accelerate_cpu.yaml"
 
 
 def data_dir() -> Path:
+    """The first LLM4TS_DATA_PATH entry (absolute: the README sets a relative one), else ../shared/data."""
     env = os.environ.get("LLM4TS_DATA_PATH")
     if env:
-        return Path(env.split(os.pathsep)[0])
+        return Path(env.split(os.pathsep)[0]).expanduser().resolve()
     return REPO.parent / "shared" / "data"
 
 
@@ -27,7 +28,9 @@ def free_port() -> int:
 
 def child_env(**extra) -> dict:
     env = dict(os.environ)
-    env.setdefault("LLM4TS_DATA_PATH", str(data_dir()))
+    paths = [p for p in env.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
+    # absolute, so that a child started in another directory finds the same data
+    env["LLM4TS_DATA_PATH"] = os.pathsep.join(str(Path(p).expanduser().resolve()) for p in paths) or str(data_dir())
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -106,3 +106,23 @@ def test_registry_facts_match_the_local_copies(name, file):
     lines = (data_dir() / file).read_text().splitlines()
     assert file_sha256(data_dir() / file) == info.sha256
     assert len(lines) - 1 == info.rows and len(lines[0].split(",")) == info.channels + 1
+
+
+def test_a_relative_data_path_as_the_readme_sets_it(tmp_path, monkeypatch):
+    """LLM4TS_DATA_PATH=../shared/data (relative, as in the README's first command) works for the package
+    and for these tests' helpers, from the repository root and from another directory."""
+    import json
+    import os
+
+    relative = os.path.relpath(data_dir(), REPO)
+    monkeypatch.setenv("LLM4TS_DATA_PATH", relative)
+    monkeypatch.chdir(REPO)
+    assert data_dir() == (REPO / relative).resolve() and (data_dir() / "ETTh1.csv").is_file()
+    assert (data_dir() / "ETTh1.csv").as_uri().startswith("file:///")
+    env = {**os.environ, "LLM4TS_DATA_PATH": relative, "LLM4TS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "llm4ts_scale.cli", "evaluate", "--data", "ETTh1", "--baseline", "naive",
+                           "--seq-len", "96", "--pred-len", "24"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["samples"] > 0
+    assert child_env()["LLM4TS_DATA_PATH"] == str((REPO / relative).resolve())

@@ -95,6 +95,19 @@ def test_run_dir_that_is_not_a_run_is_kept(tmp_path):
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 
 
+def test_run_dir_that_is_a_file_a_symlink_loop_or_under_a_file(tmp_path):
+    from backbones import tiny_llama
+
+    backbone = tiny_llama(tmp_path / "bb", layers=1, hidden=16)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    base = [f"data.path={ETTH1}", "data.seq_len=96", "data.pred_len=24", f"model.backbone={backbone}", "model.layers=1"]
+    for run_dir, needle in (("afile", "is a file"), ("loop1", "symlink"), ("afile/run", "which is a file")):
+        _refused(_train(tmp_path, *base, f"run_dir={run_dir}"), needle)
+    assert (tmp_path / "afile").read_text() == "mine" and (tmp_path / "loop1").is_symlink()
+
+
 def test_corrupted_run_json_and_export(tmp_path):
     run = tmp_path / "run"
     (run / "export").mkdir(parents=True)

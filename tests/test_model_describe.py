@@ -74,3 +74,15 @@ def test_too_many_layers_is_one_line_exit_2(paths, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.layers=4 exceeds the 3 blocks" in err[0]
+
+
+def test_describe_reports_what_this_machine_holds_and_the_4bit_size(paths, capsys):
+    """On a CPU the NF4 weights are held dequantized (model.dequantize_frozen=auto): backbone_bytes says what
+    this machine holds, backbone_bytes_4bit what a GPU holds."""
+    common = [f"model.backbone={paths['llama']}", "model.layers=2"]
+    held = describe(capsys, *common, "model.quantize=nf4", "model.dequantize_frozen=on")
+    packed = describe(capsys, *common, "model.quantize=nf4", "model.dequantize_frozen=off")
+    full = describe(capsys, *common, "model.quantize=none")
+    assert held["backbone_bytes"] == full["backbone_bytes"] and "backbone_bytes_4bit" not in full
+    assert held["backbone_bytes_4bit"] == packed["backbone_bytes"] == packed["backbone_bytes_4bit"]
+    assert packed["backbone_bytes"] < full["backbone_bytes"] / 2

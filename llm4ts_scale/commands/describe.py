@@ -33,9 +33,20 @@ def calendar_attrs_for(config) -> list[str]:
 
 
 def run(args) -> int:
+    from llm4ts_scale.config import config_from_dict
     from llm4ts_scale.model import build_model
 
     config = load_config(args.config, args.overrides)
     model = build_model(config, calendar_attrs_for(config))
-    print(json.dumps(model.summary(), indent=2))
+    summary = model.summary()
+    if config.model.quantize != "none":
+        # On a CPU the 4-bit weights are held dequantized by default (model.dequantize_frozen=auto), so
+        # backbone_bytes is what THIS machine holds; a GPU holds them in 4 bits: report both.
+        values = config.to_dict()
+        values["model"]["dequantize_frozen"] = "off"
+        packed = build_model(config_from_dict(values), calendar_attrs_for(config)).summary()["backbone_bytes"]
+        summary["backbone_bytes_4bit"] = packed
+        summary["backbone_bytes_note"] = ("backbone_bytes: as held on this machine; backbone_bytes_4bit: as held in "
+                                          "4 bits (on a GPU, or with model.dequantize_frozen=off)")
+    print(json.dumps(summary, indent=2))
     return 0

@@ -18,7 +18,7 @@ from llm4ts_scale.io import file_sha256
 
 def data_search_dirs() -> list[Path]:
     """Where a dataset NAME is looked up: `$LLM4TS_DATA_PATH` entries, then `<cache>/data`."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
+    dirs = [Path(p).expanduser().resolve() for p in os.environ.get("LLM4TS_DATA_PATH", "").split(os.pathsep) if p]
     return dirs + [cache_root() / "data"]
 
 

@@ -49,6 +49,7 @@ def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: b
     error = None
     if accelerator.is_main_process:
         try:
+            _check_run_dir(run_dir)
             if restart and run_dir.exists():
                 shutil.rmtree(run_dir)
             if (run_dir / "run.json").exists():
@@ -60,10 +61,26 @@ def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: b
                 RunState.new(config, fingerprint, accelerator.num_processes, precision, reason).save()
         except UserError as err:
             error = str(err)
+        except OSError as err:  # unwritable, full, or otherwise unusable
+            error = (f"cannot write run_dir {run_dir}: {err.strerror or type(err).__name__}; "
+                     "choose a run_dir you can write to")
     error = _broadcast(accelerator, error)
     if error:
         raise UserError(error)
     return RunState.read(run_dir)
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """A run_dir must be a directory, or not exist yet (a path whose parent is a directory)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UserError(f"run_dir {run_dir} is a broken or looping symlink; remove it or choose another run_dir")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run_dir {run_dir} is a file, not a directory; choose another run_dir")
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"run_dir {run_dir} lies under {parent}, which is a file; choose another run_dir")
+            break
 
 
 def _broadcast(accelerator, obj):
