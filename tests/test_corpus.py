@@ -92,31 +92,39 @@ CORPUS = 'stages.align.data=[ETTh1, national_illness, {path: "synthetic:kernelsy
 def _overrides(backbone, run_dir, **over):
     values = {"stages.align.epochs": 1, "stages.ft.epochs": 0, "stages.lp.solver": "exact", "stages.lp.epochs": 1,
               "model.head": "flatten+linear", "train.test": False, "model.quantize": "none", "train.log_with": "none",
-              "data.few_shot_percent": 10, "train.mixed_precision": "no", **over}
+              "data.few_shot_percent": 10, "train.mixed_precision": "no", "train.checkpoint_every_steps": 3, **over}
     return tiny_run_overrides(backbone, run_dir, **values)
 
 
-def test_aligned_backbone_restarts_lp_bit_for_bit_and_mismatches_are_refused(backbone, tmp_path):
-    proc = cli(["align", *_overrides(backbone, tmp_path / "aligned"), CORPUS])
+@pytest.fixture(scope="module")
+def aligned_run(backbone, tmp_path_factory):
+    """`llm4ts-scale align` on the corpus, then `train` with the same config: it continues at LP."""
+    run_dir = tmp_path_factory.mktemp("corpus-run") / "aligned"
+    proc = cli(["align", *_overrides(backbone, run_dir), CORPUS])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads((tmp_path / "aligned" / "run.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["stages"]["align"]["status"] == "done" and run["stages"]["lp"]["status"] == "pending"
+    assert (run_dir / "align" / "export" / "model.safetensors").is_file()
+    proc = launch_train([*_overrides(backbone, run_dir), CORPUS], ds=None, processes=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_aligned_backbone_restarts_lp_bit_for_bit_and_mismatches_are_refused(backbone, aligned_run, tmp_path):
+    run = json.loads((aligned_run / "run.json").read_text())
     corpus = run["stages"]["align"]["corpus"]
     assert [c["source"] for c in corpus] == ["ETTh1", "national_illness", "synthetic:kernelsynth"]
-    assert corpus[0]["target"] and corpus[0]["few_shot_percent"] == 10 and run["stages"]["lp"]["status"] == "pending"
-    assert (tmp_path / "aligned" / "align" / "export" / "model.safetensors").is_file()
-    # the alignment run goes on to LP; another run starts LP from its aligned backbone
-    first = launch_train([*_overrides(backbone, tmp_path / "aligned"), CORPUS], ds=None, processes=1)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = launch_train(_overrides(backbone, tmp_path / "from", **{"model.aligned_from": tmp_path / "aligned"}),
+    assert corpus[0]["target"] and corpus[0]["few_shot_percent"] == 10 and run["stages"]["lp"]["status"] == "done"
+    second = launch_train(_overrides(backbone, tmp_path / "from", **{"model.aligned_from": aligned_run}),
                           ds=None, processes=1)
     assert second.returncode == 0, second.stderr[-3000:]
-    a = load_weights(tmp_path / "aligned" / "lp" / "weights.safetensors")
+    a = load_weights(aligned_run / "lp" / "weights.safetensors")
     b = load_weights(tmp_path / "from" / "lp" / "weights.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert "align" not in json.loads((tmp_path / "from" / "run.json").read_text())["stages"]
     for field, value in (("model.lora.r", 8), ("data.stride", 4), ("model.layers", 1)):
         bad = launch_train(_overrides(backbone, tmp_path / f"bad-{value}",
-                                      **{"model.aligned_from": tmp_path / "aligned", field: value}), ds=None, processes=1)
+                                      **{"model.aligned_from": aligned_run, field: value}), ds=None, processes=1)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and field in bad.stderr, bad.stderr[-500:]
         assert not (tmp_path / f"bad-{value}").exists()
     missing = launch_train(_overrides(backbone, tmp_path / "none", **{"model.aligned_from": tmp_path}), ds=None,
@@ -124,18 +132,16 @@ def test_aligned_backbone_restarts_lp_bit_for_bit_and_mismatches_are_refused(bac
     assert missing.returncode == 2 and "no aligned backbone" in missing.stderr
 
 
-def test_sigkill_during_corpus_alignment_resumes_to_the_same_weights(backbone, tmp_path):
-    over = {"train.checkpoint_every_steps": 3}
-    clean = launch_train([*_overrides(backbone, tmp_path / "clean", **over), CORPUS], ds=None, processes=1)
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    killed = launch_train([*_overrides(backbone, tmp_path / "killed", **over), CORPUS], ds=None, processes=1,
+def test_sigkill_during_corpus_alignment_resumes_to_the_same_weights(backbone, aligned_run, tmp_path):
+    """Killed mid-epoch of the corpus alignment, resumed: the weights of an uninterrupted run (aligned_run)."""
+    killed = launch_train([*_overrides(backbone, tmp_path / "killed"), CORPUS], ds=None, processes=1,
                           env=child_env(LLM4TS_KILL_AT="align.step@5"))
     assert killed.returncode != 0
-    resumed = launch_train([*_overrides(backbone, tmp_path / "killed", **over), CORPUS], ds=None, processes=1)
+    resumed = launch_train([*_overrides(backbone, tmp_path / "killed"), CORPUS], ds=None, processes=1)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
     for stage in ("align", "lp"):
-        a = load_weights(tmp_path / "clean" / stage / "weights.safetensors")
+        a = load_weights(aligned_run / stage / "weights.safetensors")
         b = load_weights(tmp_path / "killed" / stage / "weights.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), stage
 
