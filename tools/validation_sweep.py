@@ -56,6 +56,16 @@ for ds in DATASETS:
     arm(f"{ds}-rand-k6-a1", ds, ["model.layers=6", "stages.align.epochs=1", "model.backbone_init=random"],
         "random frozen weights, 6 blocks, 1 alignment epoch")
     arm(f"{ds}-k2-a1", ds, ["model.layers=2", "stages.align.epochs=1"], "pretrained, 2 blocks, 1 alignment epoch")
+for ds in DATASETS:  # the chosen depth: 2 blocks
+    arm(f"{ds}-k2-a0", ds, ["model.layers=2", "stages.align.epochs=0"], "pretrained, 2 blocks, no alignment")
+    arm(f"{ds}-rand-k2-a1", ds, ["model.layers=2", "stages.align.epochs=1", "model.backbone_init=random"],
+        "random frozen weights, 2 blocks, 1 alignment epoch")
+    arm(f"{ds}-k1-a1", ds, ["model.layers=1", "stages.align.epochs=1"], "pretrained, 1 block, 1 alignment epoch")
+    arm(f"{ds}-k2-a1-ft-1e-5", ds, ["model.layers=2", "stages.align.epochs=1", "stages.ft.epochs=3",
+                                    "stages.ft.lr=1e-5", "train.patience=2"],
+        "2 blocks, 1 alignment epoch, exact LP, then FT 3 epochs at lr 1e-5")
+    arm(f"{ds}-k2-a3", ds, ["model.layers=2", "stages.align.epochs=3", "train.patience=3"],
+        "pretrained, 2 blocks, 3 alignment epochs")
 arm("etth1-k6-a10", "etth1", ["model.layers=6", "stages.align.epochs=10", "train.patience=10"],
     "pretrained, 6 blocks, 10 alignment epochs (the official length)")
 arm("etth1-rand-k6-a10", "etth1", ["model.layers=6", "stages.align.epochs=10", "train.patience=10",
