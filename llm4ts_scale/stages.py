@@ -35,7 +35,7 @@ STAGES: tuple[StageSpec, ...] = (
               keeps_align_head=False, title="lp (forecast MSE)", default_epochs=10, default_lr=1.0e-4,
               default_solver="exact"),
     StageSpec("ft", "forecast", frozenset({"head", "lora", "norms", "embeddings", "positions", "revin"}),
-              keeps_align_head=False, title="ft (forecast MSE)", default_epochs=2, default_lr=1.0e-4),
+              keeps_align_head=False, title="ft (forecast MSE)", default_epochs=0, default_lr=1.0e-5),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 # Every group a stage may train (llm4ts_scale/model/groups.py adds `frozen`, which never trains).

@@ -2,7 +2,7 @@
 
 Rows (each trained here with every choice made on validation; the test split is scored once, whole):
   llm4ts        the recipe validation chose (configs/etth1_10pct.yaml), seeds 2023, 2024, 2025
-  lp-only       the same, exact linear probing and no FT stage
+  lp-only       the same, exact linear probing and no FT stage (only when the recipe has an FT stage)
   alignment     the same with the alignment stage toggled (on when the recipe has none, off when it has one)
   random        the same with a random-weight backbone (same architecture, frozen random weights)
   rlinear, DLinear, naive   from the llm4ts runs' own closing comparison (same windows, same metric code)
@@ -51,11 +51,22 @@ def recipe_aligns() -> bool:
     return config.get("stages", {}).get("align", {}).get("epochs", 1) > 0
 
 
+def recipe_fine_tunes() -> bool:
+    config = yaml.safe_load((REPO / CONFIG).read_text())
+    return config.get("stages", {}).get("ft", {}).get("epochs", 0) > 0
+
+
 def rows() -> dict[str, tuple[list[str], str]]:
     aligns = recipe_aligns()
+    if not recipe_fine_tunes():  # the recipe is exact LP without FT: that row is the first one
+        return {"llm4ts": ([], "LLM4TS, the recipe validation chose (exact LP, no FT)"), **_variants(aligns)}
     return {
         "llm4ts": ([], "LLM4TS, the recipe validation chose"),
-        "lp-only": (["stages.ft.epochs=0"], "LLM4TS, exact LP, no FT"),
+        "lp-only": (["stages.ft.epochs=0"], "LLM4TS, exact LP, no FT"), **_variants(aligns)}
+
+
+def _variants(aligns: bool) -> dict[str, tuple[list[str], str]]:
+    return {
         "alignment": (["stages.align.epochs=0"] if aligns else ["stages.align.epochs=1"],
                       "LLM4TS without alignment" if aligns else "LLM4TS with 1 alignment epoch"),
         "random": (["model.backbone_init=random"], "LLM4TS, random-weight backbone"),
