@@ -69,8 +69,9 @@ def main() -> int:
     print(f"wall time: {wall / 60:.1f} min (precision {run['precision']})")
     for name, stage in run["stages"].items():
         print(f"  {name}: {stage.get('wall_time_s', 0) / 60:.1f} min")
-    print(f"  test: {run['test'].get('wall_time_s', 0) / 60:.1f} min; the rest (set-up, baselines, export): "
-          f"{(wall - sum(s.get('wall_time_s', 0) for s in run['stages'].values()) - run['test'].get('wall_time_s', 0)) / 60:.1f} min")
+    test = run["test"].get("wall_time_s", 0)
+    rest = wall - sum(s.get("wall_time_s", 0) for s in run["stages"].values()) - test
+    print(f"  test: {test / 60:.1f} min; the rest (set-up, baselines, export): {rest / 60:.1f} min")
     print("\n".join(line for line in proc.stdout.splitlines()
                     if line.startswith(("test:", "naive:", "dlinear:", "rlinear:"))))
     return 0
