@@ -299,8 +299,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def add_run_arguments(parser) -> None:
-    """The command line of a training run (`launch/train.py`, `llm4ts-scale train`); `load_run_arguments`
-    turns it into a validated RunConfig."""
+    """The command line of a training run (`launch/train.py`, `llm4ts-scale train`, `llm4ts-scale align`);
+    `load_config(args.config, args.overrides)` turns it into a validated RunConfig."""
     parser.add_argument("--ds", metavar="JSON", default=None,
                         help="DeepSpeed config (ds_configs/zero2.json, zero3.json, zero3_offload.json); "
                              "omit for plain Accelerate")

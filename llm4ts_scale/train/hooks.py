@@ -40,7 +40,7 @@ class WindowChecksum(StageHook):
 
 
 class FaultPoints(StageHook):
-    """The `<stage>.step` kill point of the reliability tests (llm4ts_scale/train/faults.py)."""
+    """The `<stage>.step` kill point of the reliability tests (llm4ts_scale/faults.py)."""
 
     def on_batch(self, recipe, batch, loss):
         maybe_die(f"{recipe.spec.name}.step")
