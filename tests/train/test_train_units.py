@@ -81,7 +81,7 @@ def test_progress_round_trips_and_ignores_unknown_keys():
 
 
 def test_run_state_records_precision_and_refuses_another_config(tmp_path):
-    config = cfg(f"run_dir={tmp_path / 'run'}")
+    config = cfg(f"run_dir={tmp_path / 'run'}", "stages.ft.epochs=2")  # all three stages (the default skips FT)
     state = RunState.new(config, "abc", 2, "bf16", "auto: the CPU has native bf16 (amx_bf16)")
     state.save()
     read = RunState.read(tmp_path / "run")
@@ -89,7 +89,7 @@ def test_run_state_records_precision_and_refuses_another_config(tmp_path):
     assert set(read.data["stages"]) == {"align", "lp", "ft"} and not read.finished
     read.check_matches(config, "abc")
     with pytest.raises(UserError, match="different config"):
-        read.check_matches(cfg(f"run_dir={tmp_path / 'run'}", "stages.ft.lr=1"), "abc")
+        read.check_matches(cfg(f"run_dir={tmp_path / 'run'}", "stages.ft.epochs=2", "stages.ft.lr=1"), "abc")
     with pytest.raises(UserError, match="different data"):
         read.check_matches(config, "other")
     for name in read.data["stages"]:
