@@ -130,6 +130,12 @@ def test_aligned_backbone_restarts_lp_bit_for_bit_and_mismatches_are_refused(bac
     missing = launch_train(_overrides(backbone, tmp_path / "none", **{"model.aligned_from": tmp_path}), ds=None,
                            processes=1)
     assert missing.returncode == 2 and "no aligned backbone" in missing.stderr
+    other_horizon = launch_train(_overrides(backbone, tmp_path / "h48", **{"model.aligned_from": aligned_run,
+                                                                         "data.pred_len": 48}), ds=None, processes=1)
+    assert other_horizon.returncode == 0, other_horizon.stderr[-3000:]
+    c = load_weights(tmp_path / "h48" / "lp" / "weights.safetensors")
+    assert c["head.linear.bias"].shape == (48,)
+    assert all(torch.equal(a[k], c[k]) for k in a if not k.startswith("head."))  # the aligned backbone itself
 
 
 def test_sigkill_during_corpus_alignment_resumes_to_the_same_weights(backbone, aligned_run, tmp_path):

@@ -8,7 +8,8 @@ whose alignment finished) then replaces a run's alignment stage: the run starts 
 weights, bit for bit where the alignment run's own LP started.
 
 Only settings that shape what alignment trained must agree (ALIGNED_FIELDS); a mismatch is refused in
-one line naming the field.
+one line naming the field. The horizon is free: alignment never trains the forecasting head, so at another
+data.pred_len the artifact's (untrained, differently shaped) head is left out and LP starts from a fresh one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llm4ts_scale.io import file_sha256
 from llm4ts_scale.weights import load_weights
 
 ARTIFACT_DIR = ("align", "export")
+FORECAST_HEAD = "head."
 ALIGNED_FIELDS = ("model.backbone", "model.layers", "model.quantize", "model.double_quant", "model.backbone_init",
                   "model.lora.r", "model.lora.alpha", "model.lora.targets", "model.conv_kernel", "model.calendar",
                   "model.embed_init", "model.revin_affine", "model.tune_norms", "model.tune_positions",
@@ -77,6 +79,8 @@ def load_aligned(config: RunConfig) -> tuple[dict, dict]:
             raise UserError(f"model.aligned_from={config.model.aligned_from} was aligned with {dotted}={theirs!r}, this "
                             f"run has {dotted}={ours!r}; set {dotted}={theirs!r} or align again")
     weights = load_weights(source / WEIGHTS_FILE)
+    if _get(meta["config"], "data.pred_len") != config.data.pred_len:
+        weights = {k: v for k, v in weights.items() if not k.startswith(FORECAST_HEAD)}
     record = {"status": "done", "aligned_from": str(source), "weights_sha256": file_sha256(source / WEIGHTS_FILE),
               "aligned_on": meta.get("aligned_on")}
     return weights, record
