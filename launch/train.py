@@ -10,6 +10,7 @@ import sys
 
 from llm4ts_scale.config import add_run_arguments, load_config
 from llm4ts_scale.errors import exit_on_user_error
+from llm4ts_scale.log import set_verbosity
 from llm4ts_scale.train.manager import train
 
 
@@ -18,6 +19,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="launch/train.py", description=__doc__)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    set_verbosity(args.quiet, args.verbose)
     train(load_config(args.config, args.overrides), ds_config=args.ds, restart=args.restart)
     return 0
 

@@ -300,13 +300,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def add_run_arguments(parser) -> None:
     """The command line of a training run (`launch/train.py`, `llm4ts-scale train`, `llm4ts-scale align`);
-    `load_config(args.config, args.overrides)` turns it into a validated RunConfig."""
+    `load_config(args.config, args.overrides)` turns it into a validated RunConfig, --quiet/--verbose go to
+    llm4ts_scale/log.py:set_verbosity."""
+    from llm4ts_scale.log import add_verbosity_arguments
+
     parser.add_argument("--ds", metavar="JSON", default=None,
                         help="DeepSpeed config (ds_configs/zero2.json, zero3.json, zero3_offload.json); "
                              "omit for plain Accelerate")
     parser.add_argument("--config", metavar="FILE", default=None, help="run config, YAML or JSON")
     parser.add_argument("--restart", action="store_true", help="clear an existing run_dir and start over")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.pred_len=192")
+    add_verbosity_arguments(parser)
 
 
 def config_from_dict(values: dict) -> RunConfig:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from llm4ts_scale.data.store import SeriesStore
 from llm4ts_scale.data.windows import make_loader
@@ -113,6 +114,8 @@ def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_p
         history: list[dict] = []
         best_state, best_val, best_epoch, stale = None, None, 0, 0
         train_windows = 0
+        bar = tqdm(total=epochs, desc="dlinear epochs", unit="epoch", disable=not show_progress, file=sys.stderr,
+                   leave=False)
         for epoch in range(1, epochs + 1):
             epoch_lr = lr * 0.5 ** (epoch - 1)
             for group in optimizer.param_groups:
@@ -136,12 +139,13 @@ def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_p
                 best_state, best_val, best_epoch, stale = copy.deepcopy(model.state_dict()), val, epoch, 0
             else:
                 stale += 1
-            if show_progress:
-                print(f"dlinear epoch {epoch}/{epochs}: lr {epoch_lr:.3g}, train mse {loss_sum / seen:.4f}, "
-                      f"val mse {val['mse']:.4f}{' (best)' if improved else ''}", file=sys.stderr, flush=True)
+            bar.update(1)
+            bar.set_postfix(lr=f"{epoch_lr:.3g}", train_mse=f"{loss_sum / seen:.4f}", val_mse=f"{val['mse']:.4f}",
+                            best_epoch=best_epoch)
             if stale >= patience:
                 break
 
+        bar.close()
         model.load_state_dict(best_state)
         test = score(model, store, "test", seq_len, pred_len, eval_batch_size)
         return DLinearResult(test=test, val=best_val, best_epoch=best_epoch, history=history, seed=seed,

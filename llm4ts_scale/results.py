@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 
 from llm4ts_scale.io import atomic_write_text
+from llm4ts_scale.log import get_logger
 from llm4ts_scale.stages import STAGE_NAMES
 
+log = get_logger(__name__)
 
 def keep_small_files(run_dir: Path, dest: Path) -> Path:
     """Copy a run's small files to `dest` (stage files as `<stage>_<name>`); returns `dest`."""
@@ -31,4 +33,4 @@ def keep_small_files(run_dir: Path, dest: Path) -> Path:
 def publish_table(results_dir: Path, text: str) -> None:
     """Write `table.md` in `results_dir` and print it."""
     atomic_write_text(Path(results_dir) / "table.md", text + "\n")
-    print(text)
+    log.info(text)

@@ -15,8 +15,10 @@ from llm4ts_scale.errors import UserError
 
 
 def run(args) -> int:
+    from llm4ts_scale.log import set_verbosity
     from llm4ts_scale.train.manager import train
 
+    set_verbosity(args.quiet, args.verbose)
     config = load_config(args.config, args.overrides)
     if "align" not in config.active_stages():
         raise UserError("llm4ts-scale align needs stages.align.epochs > 0 and no model.aligned_from")

@@ -61,13 +61,26 @@ def add_parser(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def _run_dir(args) -> int:
+    """Score a trained run in a fresh process, exactly like training did (same windows, metric code, precision)."""
+    from llm4ts_scale.evaluate_run import evaluate_loaded
+    from llm4ts_scale.inference import load_model
+    from llm4ts_scale.metrics import write_metrics_json
+
+    loaded = load_model(args.run_dir)
+    split = args.split or "test"
+    metrics = evaluate_loaded(loaded, args.data, split)
+    if args.out:
+        write_metrics_json(args.out, {split: metrics})
+    print(json.dumps({**metrics, "precision": loaded.precision}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int | None:
     from llm4ts_scale.errors import UserError
 
     if args.run_dir is not None and args.baseline is None:
-        from llm4ts_scale.evaluate_run import evaluate_run_dir
-
-        return evaluate_run_dir(args)
+        return _run_dir(args)
     if args.run_dir is not None:
         raise UserError("give either RUN_DIR (a trained run) or --baseline, not both")
     if args.baseline is None:

@@ -6,7 +6,10 @@ from llm4ts_scale.config import add_run_arguments, load_config
 
 
 def run(args) -> int:
+    from llm4ts_scale.log import set_verbosity
     from llm4ts_scale.train.manager import train
+
+    set_verbosity(args.quiet, args.verbose)
 
     train(load_config(args.config, args.overrides), ds_config=args.ds, restart=args.restart)
     return 0

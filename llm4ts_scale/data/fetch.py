@@ -23,6 +23,9 @@ from llm4ts_scale.cache import cache_root
 from llm4ts_scale.data.registry import DATASETS, DatasetInfo, lookup
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_writer, file_sha256
+from llm4ts_scale.log import get_logger
+
+log = get_logger(__name__)
 
 CHUNK = 1 << 16
 USER_AGENT = "llm4ts-scale-fetch/1 (+python urllib)"
@@ -130,9 +133,9 @@ def fetch_dataset(info: DatasetInfo, dest: Path | None = None, url: Optional[str
         current = file_sha256(target)
         if info.sha256 is None or current == info.sha256:
             note = "" if info.sha256 else " (unpinned; --force to download again)"
-            print(f"{info.name}: already installed at {target}{note}")
+            log.info(f"{info.name}: already installed at {target}{note}")
             return FetchResult(info.name, target, current, info.sha256 is not None, False)
-        print(f"{info.name}: {target} does not match the pinned sha256, downloading again")
+        log.info(f"{info.name}: {target} does not match the pinned sha256, downloading again")
     with atomic_writer(target) as out:  # installed only if every check below passes
         sha, first_line = _download(url, out, info.name, progress)
         if info.sha256 is not None and sha != info.sha256:
@@ -140,9 +143,9 @@ def fetch_dataset(info: DatasetInfo, dest: Path | None = None, url: Optional[str
                             f"{info.sha256}; nothing installed, retry or use another --source")
         _check_header(first_line, info, url)
     if info.sha256 is None:
-        print(f"warning: {info.name} is unpinned (no sha256 in llm4ts_scale/data/registry.py); accepted "
-            f"sha256 {sha}; pin it there once you have verified this copy", file=sys.stderr)
-    print(f"{info.name}: installed {target} (sha256 {sha[:16]}...{', verified' if info.sha256 else ''})")
+        log.warning(f"warning: {info.name} is unpinned (no sha256 in llm4ts_scale/data/registry.py); accepted "
+                    f"sha256 {sha}; pin it there once you have verified this copy")
+    log.info(f"{info.name}: installed {target} (sha256 {sha[:16]}...{', verified' if info.sha256 else ''})")
     return FetchResult(info.name, target, sha, info.sha256 is not None, True)
 
 

@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
 
 from llm4ts_scale.config import RunConfig
+from llm4ts_scale.errors import UserError
 from llm4ts_scale.precision import resolve_precision
 from llm4ts_scale.train.ds_config import fill_auto, read_ds_config
 
@@ -43,10 +44,37 @@ _LAUNCHER_DS_ENV = ("ACCELERATE_CONFIG_DS_FIELDS", "ACCELERATE_GRADIENT_ACCUMULA
                     "ACCELERATE_MIXED_PRECISION")
 
 
+CPU_THREADS_ENV = "LLM4TS_CPU_THREADS"
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for one process on a CPU host.
+
+    `accelerate launch` without --cpu exports OMP_NUM_THREADS=1 to every process when the user set none (its
+    --num_cpu_threads_per_process default), so the README's main command would train a 2-core laptop on
+    one core. LLM4TS_CPU_THREADS pins the count; an OMP_NUM_THREADS the user chose (any value outside a
+    launch, or other than 1 inside one) is kept; otherwise the cores this process may run on are shared
+    among the node's processes (LOCAL_WORLD_SIZE)."""
+    pinned = os.environ.get(CPU_THREADS_ENV)
+    if pinned:
+        if not pinned.isdigit() or int(pinned) < 1:
+            raise UserError(f"{CPU_THREADS_ENV}={pinned!r} is not a positive integer; set it to a thread count "
+                            "(e.g. 2) or unset it")
+        return int(pinned)
+    omp = os.environ.get("OMP_NUM_THREADS")
+    by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ and omp == "1"
+    if omp and not by_accelerate:
+        return max(1, int(omp))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir: str) -> tuple[Accelerator, str, str]:
     """One Accelerator for all stages (`free_memory()` between stages drops the previous engine), with
     the run's precision ("bf16" or "no") and the reason it was chosen."""
     on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        torch.set_num_threads(cpu_threads())
     if ds_config_path is not None:
         ensure_single_process_env()
         for name in _LAUNCHER_DS_ENV:

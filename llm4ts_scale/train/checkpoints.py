@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from accelerate.utils import DistributedType
@@ -21,7 +20,10 @@ from accelerate.utils import DistributedType
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.faults import maybe_die, maybe_fail_write
 from llm4ts_scale.io import atomic_write_json, atomic_write_text, file_sha256
+from llm4ts_scale.log import get_logger
 from llm4ts_scale.weights import tunable_parameters
+
+log = get_logger(__name__)
 
 KEEP = 2
 MANIFEST = "manifest.json"
@@ -123,8 +125,8 @@ def usable_checkpoint(ckpt_root: Path, main_process: bool = True) -> Path | None
         if bad is None:
             return path
         if main_process:
-            print(f"warning: checkpoint file {bad} is corrupted (checksum mismatch or missing); "
-                  "falling back to the previous checkpoint", file=sys.stderr, flush=True)
+            log.warning(f"warning: checkpoint file {bad} is corrupted (checksum mismatch or missing); "
+                        "falling back to the previous checkpoint")
     if candidates:
         raise UserError(f"every checkpoint under {ckpt_root} is corrupted (first: {candidates[0]}); "
                         "delete that stage directory to retrain the stage, or pass --restart")

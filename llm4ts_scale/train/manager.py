@@ -23,6 +23,7 @@ from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
 from llm4ts_scale.export import write_export
 from llm4ts_scale.io import file_sha256
+from llm4ts_scale.log import get_logger
 from llm4ts_scale.metrics import write_metrics_json
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
@@ -32,6 +33,7 @@ from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
 from llm4ts_scale.weights import load_tunable_state, load_weights
 
+log = get_logger(__name__)
 
 def _flat(prefix: str, value, out: dict) -> dict:
     if isinstance(value, dict):
@@ -128,14 +130,15 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     state = _open_run_state(accelerator, config, store.fingerprint, restart, precision, precision_reason)
     if state.finished:
         if main:
-            print(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)", flush=True)
+            log.info(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)")
         return state.data["test"].get("metrics", {})
     if config.train.log_with != "none":
         accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
     if main:
-        print(f"llm4ts-scale: {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
-              f"precision {'bf16' if precision == 'bf16' else 'fp32'} ({precision_reason}), "
-              f"stages {', '.join(config.active_stages())}, run_dir {run_dir}", flush=True)
+        log.info(f"llm4ts-scale: {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+                 f"precision {'bf16' if precision == 'bf16' else 'fp32'} ({precision_reason}), "
+                 f"stages {', '.join(config.active_stages())}, run_dir {run_dir}")
+        log.debug(f"config hash {state.data.get('config_hash')}, data fingerprint {store.fingerprint}")
 
     init_state = None
     if config.model.aligned_from:  # an aligned backbone from another run stands in for the alignment stage
@@ -190,7 +193,7 @@ def _ensure_artifact(run_dir: Path, config: RunConfig, store, state: RunState, w
         return
     model = load_trained_model(config, store.calendar_attrs, weights, "cpu")
     path = write_artifact(run_dir, config, store, model, weights, state.stage("align").get("corpus"))
-    print(f"aligned backbone written to {path} (start other runs from it with model.aligned_from={run_dir})", flush=True)
+    log.info(f"aligned backbone written to {path} (start other runs from it with model.aligned_from={run_dir})")
 
 
 # ---------------------------------------------------------------- after the last stage
@@ -222,10 +225,10 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
         write_export(run_dir / "export", config, store, model, weights, metrics=results, precision=precision)
         if "test" in results:
             test = results["test"]
-            print(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}", flush=True)
+            log.info(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}")
             run_state.data["test"] = {"status": "done", "metrics": test, "wall_time_s": round(time.time() - started, 3)}
         else:
-            print(f"test: not scored (train.test=false); best val mse {results['val']['mse']:.6f}", flush=True)
+            log.info(f"test: not scored (train.test=false); best val mse {results['val']['mse']:.6f}")
             run_state.data["test"] = {"status": "skipped"}
         run_state.save()
     accelerator.wait_for_everyone()
@@ -264,5 +267,5 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
     out["rlinear"] = {**rl.test, "val_mse": rl.val["mse"], "alpha": rl.alpha, "wall_time_s": round(rl.wall_time_s, 1)}
     lines.append(f"rlinear: mse {rl.test['mse']:.6f}  mae {rl.test['mae']:.6f}  (RevIN + ridge on the look-back, "
                  f"closed form in {rl.wall_time_s:.0f} s, penalty {rl.alpha:.3g} chosen on validation)")
-    print("\n".join(lines), flush=True)
+    log.info("\n".join(lines))
     return out

@@ -28,6 +28,7 @@ from llm4ts_scale.data.windows import make_loader, rank_num_samples
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
 from llm4ts_scale.io import atomic_write_json
+from llm4ts_scale.log import get_logger
 from llm4ts_scale.model import build_model
 from llm4ts_scale.precision import autocast
 from llm4ts_scale.stages import STAGE_NAMES, StageSpec, stage_spec
@@ -38,6 +39,7 @@ from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
 from llm4ts_scale.weights import collect_tunable_state, load_tunable_state, save_weights
 
+log = get_logger(__name__)
 
 @dataclass
 class Progress:
@@ -201,7 +203,7 @@ class StageRecipe:
 
     def log(self, message: str) -> None:
         if self.main:
-            print(f"[{self.spec.name}] {message}", flush=True)
+            log.info(f"[{self.spec.name}] {message}")
 
     # ------------------------------------------------------------------ LP feature cache
 

@@ -11,6 +11,7 @@ from llm4ts_scale.config import load_config
 from llm4ts_scale.errors import UserError
 from llm4ts_scale.io import atomic_write_json
 from llm4ts_scale.stages import stage_spec
+from llm4ts_scale.train.accelerator import cpu_threads
 from llm4ts_scale.train.checkpoints import MANIFEST, PROGRESS, _manifest, usable_checkpoint, verify
 from llm4ts_scale.train.ds_config import fill_auto
 from llm4ts_scale.train.run_state import RunState
@@ -140,6 +141,26 @@ def test_usable_checkpoint_skips_a_corrupted_one(tmp_path, capsys):
     with pytest.raises(UserError, match="every checkpoint"):
         usable_checkpoint(tmp_path)
     assert usable_checkpoint(tmp_path / "none") is None
+
+
+def test_cpu_threads_undo_accelerates_one_thread_default_but_keep_a_users_choice(monkeypatch):
+    cores = len(__import__("os").sched_getaffinity(0))
+    for name in ("LLM4TS_CPU_THREADS", "OMP_NUM_THREADS", "ACCELERATE_DYNAMO_BACKEND", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads() == 1  # set by the user (no launcher): kept
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    assert cpu_threads() == cores  # `accelerate launch`'s default: every core of this process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores))
+    assert cpu_threads() == 1  # shared among the node's processes
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3
+    monkeypatch.setenv("LLM4TS_CPU_THREADS", "5")
+    assert cpu_threads() == 5
+    monkeypatch.setenv("LLM4TS_CPU_THREADS", "two")
+    with pytest.raises(UserError, match="LLM4TS_CPU_THREADS"):
+        cpu_threads()
 
 
 # ------------------------------------------------------------------ tunable state
