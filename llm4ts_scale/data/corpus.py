@@ -21,12 +21,15 @@ window's (channel, start) is unique across the corpus.
 from __future__ import annotations
 
 import glob
+import inspect
 import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from datasets import IterableDataset
 
 from llm4ts_scale.data.windows import collate_windows
 from llm4ts_scale.errors import UserError
@@ -36,6 +39,11 @@ _PLAN_SEED = 20232  # fixed: which rank gets which shard never depends on the ru
 # shuffled shard order already mixes well with bigger shards, and the plan stays small (RSS flat in size).
 CORPUS_WINDOWS_PER_SHARD = 32
 SOURCE_KEYS = ("path", "split", "weight", "series", "length", "seed")
+# datasets >= 5 feeds the shuffle buffer from several shards at once through a thread pool, one future per
+# example: a third of the stream's time here. The plan's shard order is shuffled already, so one input shard
+# at a time loses no mixing (older versions have neither the pool nor the argument).
+ONE_INPUT_SHARD = ({"max_buffer_input_shards": 1}
+                   if "max_buffer_input_shards" in inspect.signature(IterableDataset.shuffle).parameters else {})
 
 
 @dataclass(frozen=True)
@@ -118,19 +126,24 @@ def _allot(counts: list[int], fraction: float) -> list[int]:
     return keep
 
 
+def _blocks(per_channel: int, n_channels: int, kept: float) -> list[tuple[int, int, int]]:
+    """(channel, first, end) blocks of about CORPUS_WINDOWS_PER_SHARD / kept windows over every channel."""
+    blocks = max(1, math.ceil(per_channel * kept / CORPUS_WINDOWS_PER_SHARD))
+    bounds = [k * per_channel // blocks for k in range(blocks + 1)]
+    return [(c, bounds[k], bounds[k + 1]) for c in range(n_channels) for k in range(blocks)]
+
+
 def plan_corpus(sources: list[CorpusSource], seq_len: int, horizon: int, world_size: int = 1) -> list[tuple]:
     """Shards as (source, channel, first, end, keep, copy): `keep` of the end - first windows stream per
     epoch (all of them unless the weight has a fractional part); `copy` numbers the repeats of a weight > 1."""
     shards = []
     for s, src in enumerate(sources):
         per_channel = src.store.num_windows("train", seq_len, horizon, src.few_shot_percent)  # UserError if too short
-        blocks = -(-per_channel // CORPUS_WINDOWS_PER_SHARD)
-        bounds = [k * per_channel // blocks for k in range(blocks + 1)]
-        base = [(c, bounds[k], bounds[k + 1]) for c in range(src.store.n_channels) for k in range(blocks)]
         whole, fraction = int(src.weight), src.weight - int(src.weight)
         for copy in range(whole):
-            shards += [(s, c, a, b, b - a, copy) for c, a, b in base]
-        if fraction > 1e-12:
+            shards += [(s, c, a, b, b - a, copy) for c, a, b in _blocks(per_channel, src.store.n_channels, 1.0)]
+        if fraction > 1e-12:  # longer shards, so that each still streams about CORPUS_WINDOWS_PER_SHARD windows
+            base = _blocks(per_channel, src.store.n_channels, fraction)
             for (c, a, b), keep in zip(base, _allot([b - a for _, a, b in base], fraction)):
                 if keep:
                     shards.append((s, c, a, b, keep, whole))
@@ -148,20 +161,26 @@ def channel_offsets(sources) -> list[int]:
     return list(np.cumsum([0] + [src.store.n_channels for src in sources[:-1]]))
 
 
+def _subset_seed(*parts: int) -> int:
+    """One integer from the parts, the same on every machine and Python (unlike hash())."""
+    out = 0
+    for part in parts:
+        out = (out * 1_000_003 + int(part)) % (1 << 63)
+    return out
+
+
 def _generate(shards, sources, offsets, seq_len: int, pred_len: int, n_attrs: int, seed: int, epoch: int):
     total = seq_len + pred_len
+    marks = np.zeros((total, n_attrs), dtype=np.int64)  # corpus alignment reads no calendar
+    row_starts = [src.store.split_range("train", seq_len, src.few_shot_percent)[0] for src in sources]
     for s, channel, first, end, keep, copy in shards:
         if keep <= 0:
             continue
-        store = sources[s].store
-        row_start, _ = store.split_range("train", seq_len, sources[s].few_shot_percent)
-        a, b = row_start + first, row_start + end - 1 + total
-        values = store.read_channel(a, b, channel)
-        picked = np.arange(end - first)
-        if keep < end - first:  # a different subset every epoch, of a fixed size
-            rng = np.random.default_rng([seed, epoch, s, channel, first, copy])
-            picked = np.sort(rng.choice(end - first, size=keep, replace=False))
-        marks = np.zeros((total, n_attrs), dtype=np.int64)  # corpus alignment reads no calendar
+        a, b = row_starts[s] + first, row_starts[s] + end - 1 + total
+        values = sources[s].store.read_channel(a, b, channel)
+        picked = range(end - first)
+        if keep < end - first:  # a different subset every epoch, of a fixed size (seeded by the shard's identity)
+            picked = sorted(random.Random(_subset_seed(seed, epoch, s, channel, first, copy)).sample(picked, keep))
         for w in picked:
             yield (s, channel, a + w, copy), {
                 "x": values[w:w + seq_len], "y": values[w + seq_len:w + total],
@@ -175,7 +194,6 @@ def corpus_loader(sources, seq_len: int, horizon: int, batch_size: int, *, n_att
                   num_workers: int = 0):
     """DataLoader over this rank's corpus windows (keys as llm4ts_scale/data/windows.py's), epoch `epoch`."""
     import torch
-    from datasets import IterableDataset
     from datasets.iterable_dataset import ExamplesIterable
     from torch.utils.data import DataLoader
 
@@ -187,7 +205,7 @@ def corpus_loader(sources, seq_len: int, horizon: int, batch_size: int, *, n_att
                                             "seed": seed, "epoch": epoch})
     ds = IterableDataset(examples)
     if shuffle:
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer, **ONE_INPUT_SHARD)
         ds.set_epoch(epoch)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows, drop_last=False,
