@@ -8,9 +8,9 @@ stage's loop) -> llm4ts_scale/evaluation.py (scoring); docs/ARCHITECTURE.md sect
 import argparse
 import sys
 
-from llm4ts_scale.config import add_run_arguments, load_config
-from llm4ts_scale.errors import exit_on_user_error
-from llm4ts_scale.log import set_verbosity
+from llm4ts_scale.core.config import add_run_arguments, load_config
+from llm4ts_scale.core.errors import exit_on_user_error
+from llm4ts_scale.core.log import set_verbosity
 from llm4ts_scale.train.manager import train
 
 

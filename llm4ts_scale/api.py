@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llm4ts_scale.config import RunConfig, config_from_dict, merge_dicts, read_config_file
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.config import RunConfig, config_from_dict, merge_dicts, read_config_file
+from llm4ts_scale.core.errors import UserError
 
 SECTIONS = ("run_dir", "seed", "data", "model", "stages", "train")
 
@@ -39,9 +39,9 @@ SECTIONS = ("run_dir", "seed", "data", "model", "stages", "train")
 def _frame_file(frame) -> str:
     """A DataFrame given as training data, written once (by content) as Parquet into the cache, so the
     run's store, fingerprint and resume rules work as for a file."""
-    from llm4ts_scale.cache import cache_root
+    from llm4ts_scale.core.cache import cache_root
+    from llm4ts_scale.core.io import atomic_write_bytes
     from llm4ts_scale.data.frame import frame_arrays
-    from llm4ts_scale.io import atomic_write_bytes
 
     frame_arrays(frame, "the training DataFrame")  # refuse bad data before anything is written
     if "date" not in frame.columns:
@@ -86,7 +86,7 @@ class Forecaster:
     """An LLM4TS forecaster: configure and `fit`, or load with `from_pretrained`; then `predict`, `evaluate`,
     `save_pretrained`.
 
-    `config`: a YAML/JSON path or a dict of the run config (llm4ts_scale/config.py); each keyword is a
+    `config`: a YAML/JSON path or a dict of the run config (llm4ts_scale/core/config.py); each keyword is a
     top-level key or a section (`run_dir=`, `seed=`, `data={...}`, `model={...}`, `stages={...}`,
     `train={...}`), merged over it. Validated at once, as the CLI does.
     """
@@ -113,9 +113,9 @@ class Forecaster:
     def fit(self, data=None, *, restart: bool = False) -> Forecaster:
         """Run the recipe (align -> lp -> ft, test, export) in this process; resumes an interrupted run of
         the same config in the same run_dir. `data` (a path or a DataFrame) replaces data.path."""
-        from llm4ts_scale.inference import load_model
+        from llm4ts_scale.core.run_state import RunState
+        from llm4ts_scale.inference.loading import load_model
         from llm4ts_scale.train.manager import train
-        from llm4ts_scale.train.run_state import RunState
 
         if data is not None:
             values = self.config.to_dict()
@@ -133,7 +133,7 @@ class Forecaster:
         in the precision the run used, on `device` (default: a GPU when there is one)."""
         import torch
 
-        from llm4ts_scale.inference import load_model
+        from llm4ts_scale.inference.loading import load_model
 
         loaded = load_model(_resolve_pretrained(path), torch.device(device) if device is not None else None)
         forecaster = cls.__new__(cls)
@@ -161,7 +161,7 @@ class Forecaster:
         import pandas as pd
 
         from llm4ts_scale.data.frame import frame_arrays
-        from llm4ts_scale.predict import forecast_histories, forecast_scaled
+        from llm4ts_scale.inference.predict import forecast_histories, forecast_scaled
 
         loaded = self.loaded
         columns = list(loaded.data["columns"])
@@ -201,7 +201,7 @@ class Forecaster:
     def evaluate(self, data=None, split: str = "test") -> dict:
         """Metrics of a split (mse, mae, rmse, rse, mape, samples), as `llm4ts-scale evaluate RUN_DIR`:
         on the training data, or on `data` (a path or a DataFrame with the same columns)."""
-        from llm4ts_scale.evaluate_run import evaluate_loaded
+        from llm4ts_scale.inference.evaluate_run import evaluate_loaded
 
         if split not in ("train", "val", "test"):
             raise UserError(f"split must be train, val or test, got {split!r}")
@@ -210,8 +210,8 @@ class Forecaster:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """config.json + model.safetensors + adapter/ (PEFT): loadable by from_pretrained and by the CLI's
         predict/evaluate. Refuses a non-empty directory that is not a forecaster export."""
-        from llm4ts_scale.export import write_pretrained
-        from llm4ts_scale.weights import collect_tunable_state
+        from llm4ts_scale.core.weights import collect_tunable_state
+        from llm4ts_scale.inference.export import write_pretrained
 
         loaded, directory = self.loaded, Path(directory)
         if directory.exists() and (not directory.is_dir() or (any(directory.iterdir())

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from llm4ts_scale.errors import exit_on_user_error
+from llm4ts_scale.core.errors import exit_on_user_error
 
 # Each module exposes `add_parser(subparsers)` and `run(args) -> int | None`.
 COMMANDS = ["prepare", "evaluate", "describe", "align", "train", "predict", "report"]

@@ -12,10 +12,10 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from llm4ts_scale.core.faults import maybe_die
+from llm4ts_scale.core.metrics import MetricAccumulator
+from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
-from llm4ts_scale.faults import maybe_die
-from llm4ts_scale.metrics import MetricAccumulator
-from llm4ts_scale.precision import autocast
 
 # Eval windows per batch on a CPU when data.eval_batch_size is null: throughput is flat from ~128 on
 # and larger batches only cost memory (tools/bench_model.py); a GPU gets more rows per launch.

@@ -18,7 +18,7 @@ from conftest import ILI_L
 from launching import REPO, child_env, cli, data_dir, launch_train
 
 from llm4ts_scale import Forecaster
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 import pytest
 from launching import REPO
 
-from llm4ts_scale.config import load_config
+from llm4ts_scale.core.config import load_config
 from llm4ts_scale.data.registry import lookup
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -76,7 +76,7 @@ def test_readme_documents_every_config_key_with_its_default():
 
     import yaml
 
-    from llm4ts_scale.config import RunConfig
+    from llm4ts_scale.core.config import RunConfig
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text[text.index("## Configuration"):]

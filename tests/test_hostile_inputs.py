@@ -130,8 +130,8 @@ CELL = st.one_of(st.text(alphabet=string.printable.replace("\n", "").replace("\r
        rows=st.lists(st.lists(CELL, min_size=0, max_size=5), max_size=12))
 def test_prepare_never_shows_a_traceback(tmp_path, header, rows):
     """In-process (fast) equivalent of the CLI: any input ends in a store or in a UserError."""
+    from llm4ts_scale.core.errors import UserError
     from llm4ts_scale.data.prepare import prepare
-    from llm4ts_scale.errors import UserError
 
     work = Path(tmp_path) / f"case-{abs(hash((tuple(header), str(rows)))) % 10**12}"
     shutil.rmtree(work, ignore_errors=True)

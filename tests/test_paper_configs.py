@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llm4ts_scale.config import load_config
+from llm4ts_scale.core.config import load_config
 from llm4ts_scale.data.registry import lookup
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from llm4ts_scale.results import keep_small_files, publish_table
+from llm4ts_scale.inference.results import keep_small_files, publish_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "ablation"  # --results-dir moves it (e.g. when running from a snapshot checkout)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from llm4ts_scale.results import keep_small_files, publish_table
+from llm4ts_scale.inference.results import keep_small_files, publish_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "accuracy"

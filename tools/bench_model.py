@@ -72,7 +72,7 @@ def _build(quantize: str, device: str, layers: int):
 
     import torch
 
-    from llm4ts_scale.config import load_config
+    from llm4ts_scale.core.config import load_config
     from llm4ts_scale.model import build_model
 
     cfg = load_config(None, [f"model.layers={layers}", f"model.quantize={quantize}", f"data.seq_len={L}",
@@ -80,8 +80,8 @@ def _build(quantize: str, device: str, layers: int):
     torch.manual_seed(0)
     new = "precision" in inspect.signature(build_model).parameters
     if new:
+        from llm4ts_scale.core.precision import resolve_precision
         from llm4ts_scale.evaluation import eval_batch_size
-        from llm4ts_scale.precision import resolve_precision
 
         precision, reason = resolve_precision(cfg.train.mixed_precision, device)
         model = build_model(cfg, ATTRS, precision, device_type=device)

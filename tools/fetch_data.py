@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llm4ts_scale.core.errors import exit_on_user_error
 from llm4ts_scale.data.fetch import default_dest, fetch
 from llm4ts_scale.data.registry import DATASETS
-from llm4ts_scale.errors import exit_on_user_error
 
 
 def build_parser() -> argparse.ArgumentParser:

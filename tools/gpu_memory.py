@@ -153,7 +153,7 @@ def _free(device: str) -> None:
 def describe_summary(overrides: list[str], device: str) -> dict:
     """What `llm4ts-scale describe <overrides>` prints (its run(): load_config, build_model, summary)."""
     from llm4ts_scale.commands.describe import calendar_attrs_for
-    from llm4ts_scale.config import load_config
+    from llm4ts_scale.core.config import load_config
     from llm4ts_scale.model import build_model
 
     config = load_config(None, overrides)
@@ -169,7 +169,7 @@ def measure_training(overrides: list[str], args, device: str) -> dict:
     import torch
 
     from llm4ts_scale.commands.describe import calendar_attrs_for
-    from llm4ts_scale.config import load_config
+    from llm4ts_scale.core.config import load_config
     from llm4ts_scale.model import STAGE_GROUPS, build_model
 
     cuda = device == "cuda"

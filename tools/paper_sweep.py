@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm4ts_scale.config import RunConfig, load_config
+from llm4ts_scale.core.config import RunConfig, load_config
+from llm4ts_scale.core.errors import UserError, exit_on_user_error
 from llm4ts_scale.data.registry import lookup
 from llm4ts_scale.data.splits import split_borders, split_rows
-from llm4ts_scale.errors import UserError, exit_on_user_error
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_DIR = Path("configs") / "paper"  # relative to the repo root, as printed in the commands

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from llm4ts_scale.results import keep_small_files, publish_table
+from llm4ts_scale.inference.results import keep_small_files, publish_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "sweep"
@@ -148,9 +148,9 @@ def rlinear_val(dataset: str) -> float:
     """rlinear's validation MSE on the arms' validation windows (cached in results/sweep/rlinear-<dataset>.json)."""
     path = RESULTS / f"rlinear-{dataset}.json"
     if not path.is_file():
-        from llm4ts_scale.config import load_config
+        from llm4ts_scale.baselines.rlinear import fit_rlinear
+        from llm4ts_scale.core.config import load_config
         from llm4ts_scale.data.sources import open_store
-        from llm4ts_scale.rlinear import fit_rlinear
 
         d = load_config(None, DATASETS[dataset]).data
         store = open_store(d.path, split=d.split)
@@ -244,7 +244,7 @@ def main() -> int:
         names = [n for n in ARMS if (not args.only or n in args.only) and not (RESULTS / n / "run.json").is_file()]
         train_all(names, Path(args.runs_dir).resolve(), args.jobs)
     publish_table(RESULTS, table())
-    from llm4ts_scale.io import atomic_write_text
+    from llm4ts_scale.core.io import atomic_write_text
 
     atomic_write_text(RESULTS / "corpus.md", corpus_table() + "\n")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from llm4ts_scale.config import load_config
+from llm4ts_scale.core.config import load_config
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +33,7 @@ def calendar_attrs_for(config) -> list[str]:
 
 
 def run(args) -> int:
-    from llm4ts_scale.config import config_from_dict
+    from llm4ts_scale.core.config import config_from_dict
     from llm4ts_scale.model import build_model
 
     config = load_config(args.config, args.overrides)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llm4ts_scale.config import Fill, choices
+from llm4ts_scale.core.config import Fill, choices
 
 # Training flags of --baseline dlinear: (flag, attribute, default); None in args means "not given".
 _DLINEAR_FLAGS = (("--few-shot-percent", "few_shot_percent", 100), ("--epochs", "epochs", 10),
@@ -63,9 +63,9 @@ def add_parser(subparsers) -> None:
 
 def _run_dir(args) -> int:
     """Score a trained run in a fresh process, exactly like training did (same windows, metric code, precision)."""
-    from llm4ts_scale.evaluate_run import evaluate_loaded
-    from llm4ts_scale.inference import load_model
-    from llm4ts_scale.metrics import write_metrics_json
+    from llm4ts_scale.core.metrics import write_metrics_json
+    from llm4ts_scale.inference.evaluate_run import evaluate_loaded
+    from llm4ts_scale.inference.loading import load_model
 
     loaded = load_model(args.run_dir)
     split = args.split or "test"
@@ -77,7 +77,7 @@ def _run_dir(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from llm4ts_scale.errors import UserError
+    from llm4ts_scale.core.errors import UserError
 
     if args.run_dir is not None and args.baseline is None:
         return _run_dir(args)
@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
-    from llm4ts_scale.baselines import check_period
+    from llm4ts_scale.baselines.simple import check_period
+    from llm4ts_scale.core.errors import UserError
     from llm4ts_scale.data.sources import open_store
-    from llm4ts_scale.errors import UserError
 
     seq_len = args.seq_len if args.seq_len is not None else 336
     pred_len = args.pred_len if args.pred_len is not None else 96
@@ -114,9 +114,9 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
     import torch
 
-    from llm4ts_scale.baselines import baseline_forecast
+    from llm4ts_scale.baselines.simple import baseline_forecast
+    from llm4ts_scale.core.metrics import MetricAccumulator, write_metrics_json
     from llm4ts_scale.data.windows import make_loader
-    from llm4ts_scale.metrics import MetricAccumulator, write_metrics_json
 
     loader = make_loader(store, split, seq_len, pred_len, args.batch_size)
     metrics = MetricAccumulator()
@@ -140,8 +140,8 @@ def _run_baseline(args: argparse.Namespace) -> int:
 def _trained_baseline_store(args: argparse.Namespace, few_shot: int):
     """Checks shared by the baselines that fit on the train split (dlinear, rlinear); returns
     (store, seq_len, pred_len, split)."""
+    from llm4ts_scale.core.errors import UserError
     from llm4ts_scale.data.sources import open_store
-    from llm4ts_scale.errors import UserError
 
     seq_len = args.seq_len if args.seq_len is not None else 336
     pred_len = args.pred_len if args.pred_len is not None else 96
@@ -170,8 +170,8 @@ def _run_rlinear(args: argparse.Namespace) -> int:
     few_shot = args.few_shot_percent if args.few_shot_percent is not None else 100
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.metrics import write_metrics_json
-    from llm4ts_scale.rlinear import fit_rlinear
+    from llm4ts_scale.baselines.rlinear import fit_rlinear
+    from llm4ts_scale.core.metrics import write_metrics_json
 
     result = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot, batch_size=args.batch_size)
     if args.out:
@@ -185,7 +185,7 @@ def _run_rlinear(args: argparse.Namespace) -> int:
 
 
 def _run_dlinear(args: argparse.Namespace) -> int:
-    from llm4ts_scale.errors import UserError
+    from llm4ts_scale.core.errors import UserError
 
     few_shot, epochs, lr, seed = (getattr(args, attr) if getattr(args, attr) is not None else default
                                   for _, attr, default in _DLINEAR_FLAGS)
@@ -195,8 +195,8 @@ def _run_dlinear(args: argparse.Namespace) -> int:
         raise UserError(f"--lr must be a positive number, got {lr}")
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.dlinear import train_dlinear
-    from llm4ts_scale.metrics import write_metrics_json
+    from llm4ts_scale.baselines.dlinear import train_dlinear
+    from llm4ts_scale.core.metrics import write_metrics_json
 
     result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, epochs=epochs, lr=lr, seed=seed,
                            eval_batch_size=args.batch_size, show_progress=True)

@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from llm4ts_scale.predict import predict_file
+    from llm4ts_scale.inference.predict import predict_file
 
     predict_file(args.run_dir, args.data, args.out, plot=args.plot, backtest_split=args.backtest)
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))

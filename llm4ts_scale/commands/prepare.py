@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llm4ts_scale.config import Fill, choices
+from llm4ts_scale.core.config import Fill, choices
 
 
 def add_parser(subparsers) -> None:
@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from llm4ts_scale.core.errors import UserError
     from llm4ts_scale.data.prepare import prepare
     from llm4ts_scale.data.sources import find_data_file
     from llm4ts_scale.data.splits import resolve_split_rule
-    from llm4ts_scale.errors import UserError
 
     resolve_split_rule(args.split, "")  # an unknown rule fails before the file is read
     source = Path(args.data)

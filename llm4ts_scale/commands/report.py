@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from llm4ts_scale.report import write_report
+    from llm4ts_scale.inference.report import write_report
 
     path = write_report(args.run_dir, data_path=args.data, evaluate=not args.no_eval, batch_size=args.batch_size)
     print(f"wrote {path}")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from llm4ts_scale.config import add_run_arguments, load_config
+from llm4ts_scale.core.config import add_run_arguments, load_config
 
 
 def run(args) -> int:
-    from llm4ts_scale.log import set_verbosity
+    from llm4ts_scale.core.log import set_verbosity
     from llm4ts_scale.train.manager import train
 
     set_verbosity(args.quiet, args.verbose)

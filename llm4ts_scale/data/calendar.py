@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 # Coarse to fine; the order is also the column order of calendar_marks.
 CALENDAR_SIZES: dict[str, int] = {"month": 13, "day": 32, "weekday": 7, "hour": 24, "minute": 60, "second": 60}

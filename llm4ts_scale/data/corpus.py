@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from datasets import IterableDataset
 
+from llm4ts_scale.core.config import check_sources
+from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.data.windows import collate_windows
-from llm4ts_scale.errors import UserError
 
 _PLAN_SEED = 20232  # fixed: which rank gets which shard never depends on the run's seed or epoch
 # Windows per shard: a corpus holds far more shards than one series (every source, every channel), so its
 # shuffled shard order already mixes well with bigger shards, and the plan stays small (RSS flat in size).
 CORPUS_WINDOWS_PER_SHARD = 32
-SOURCE_KEYS = ("path", "split", "weight", "series", "length", "seed")
 # datasets >= 5 feeds the shuffle buffer from several shards at once through a thread pool, one future per
 # example: a third of the stream's time here. The plan's shard order is shuffled already, so one input shard
 # at a time loses no mixing (older versions have neither the pool nor the argument).
@@ -70,23 +70,6 @@ def _expand(path: str) -> list[str]:
             raise UserError(f"stages.align.data: the pattern {path!r} matches no file")
         return members
     return [path]
-
-
-def check_sources(entries) -> None:
-    """Refuse a malformed stages.align.data before anything is opened."""
-    if not isinstance(entries, list):
-        raise UserError("stages.align.data must be a list of sources (names, files, stores, synthetic:kernelsynth)")
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str) and entry:
-            continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise UserError(f"stages.align.data[{i}] must be a string or a mapping with a 'path'; got {entry!r}")
-        unknown = sorted(set(entry) - set(SOURCE_KEYS))
-        if unknown:
-            raise UserError(f"stages.align.data[{i}] has unknown key {unknown[0]!r}; valid keys: {', '.join(SOURCE_KEYS)}")
-        weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            raise UserError(f"stages.align.data[{i}].weight must be a positive number, got {weight!r}")
 
 
 def open_corpus(entries: list, target, target_few_shot: int, *, seed: int, fill: str = "none") -> list[CorpusSource]:

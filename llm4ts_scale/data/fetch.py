@@ -19,11 +19,11 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from llm4ts_scale.cache import cache_root
+from llm4ts_scale.core.cache import cache_root
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import atomic_writer, file_sha256
+from llm4ts_scale.core.log import get_logger
 from llm4ts_scale.data.registry import DATASETS, DatasetInfo, lookup
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import atomic_writer, file_sha256
-from llm4ts_scale.log import get_logger
 
 log = get_logger(__name__)
 

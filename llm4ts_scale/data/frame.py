@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4ts_scale.config import Fill, choices
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.config import Fill, choices
+from llm4ts_scale.core.errors import UserError
 
 DATE_COLUMN = "date"
 FILL_MODES = choices(Fill)

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from llm4ts_scale import __version__
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import atomic_write_json, file_sha256
 from llm4ts_scale.data.calendar import calendar_attributes, calendar_marks, infer_freq, normalize_freq
 from llm4ts_scale.data.frame import check_fill, load_frame
 from llm4ts_scale.data.splits import resolve_split_rule, split_borders
 from llm4ts_scale.data.store import META_FILE, STORE_FORMAT, STORE_VERSION, SeriesStore, store_fingerprint
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import atomic_write_json, file_sha256
 
 
 def resolve_freq(timestamps: np.ndarray, freq: str | None) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 _ETT = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/"
 _TSLIB = "https://huggingface.co/datasets/thuml/Time-Series-Library/resolve/main/"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llm4ts_scale.cache import cache_root
+from llm4ts_scale.core.cache import cache_root
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import file_sha256
 from llm4ts_scale.data.frame import SUFFIXES, check_fill
 from llm4ts_scale.data.prepare import prepare
 from llm4ts_scale.data.splits import resolve_split_rule
 from llm4ts_scale.data.store import META_FILE, SeriesStore, store_fingerprint
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import file_sha256
 
 
 def data_search_dirs() -> list[Path]:

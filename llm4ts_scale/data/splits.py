@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llm4ts_scale.config import SplitRule, choices
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.config import SplitRule, choices
+from llm4ts_scale.core.errors import UserError
 
 SPLITS = ("train", "val", "test")
 SPLIT_RULES = choices(SplitRule)

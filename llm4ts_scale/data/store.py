@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.data.splits import num_windows, split_rows
-from llm4ts_scale.errors import UserError
 
 STORE_FORMAT = "llm4ts-scale-store"
 STORE_VERSION = 1

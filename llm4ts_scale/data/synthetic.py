@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 PREFIX = "synthetic:"
 KINDS = ("kernelsynth",)

@@ -6,7 +6,7 @@ import warnings
 
 from torch import nn
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 
 def default_lora_targets(model_type: str) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
 from llm4ts_scale.model.smollm2 import ensure_cached as smollm2_cached
 

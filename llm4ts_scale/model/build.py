@@ -17,7 +17,7 @@ def _approx_params(config) -> int:
 def build_model(run_config, calendar_attrs: list[str], precision: str = "no", device_type: str | None = None) -> LLM4TS:
     """Backbone (first K blocks, optional 4-bit) + LoRA, wrapped with the LLM4TS encoder and heads.
     All groups but `frozen` start trainable; each stage then calls `set_trainable(...)` with its groups
-    (llm4ts_scale/config.py:stage_groups: the stage table's, or stages.<name>.groups).
+    (llm4ts_scale/core/config.py:stage_groups: the stage table's, or stages.<name>.groups).
 
     `precision` ("bf16" or "no") sets the dtype the frozen backbone is held and computed in;
     `device_type` (default: cuda when available) picks the attention implementation for `auto`.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
 from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
 from llm4ts_scale.model.encoder import PatchEncoder, RevIN

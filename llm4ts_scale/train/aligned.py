@@ -1,7 +1,7 @@
 """The aligned backbone as an artifact: align once (on a corpus), start many forecasting runs from it.
 
 When the alignment stage finishes, `RUN_DIR/align/export/` is written in the export layout
-(llm4ts_scale/export.py): config.json (the alignment run's config, the target's data facts, what went
+(llm4ts_scale/inference/export.py): config.json (the alignment run's config, the target's data facts, what went
 into alignment), model.safetensors (everything alignment trained: LoRA, norms, encoder, positions, the
 alignment head) and adapter/ (PEFT). `model.aligned_from: PATH` (that directory, or a run directory
 whose alignment finished) then replaces a run's alignment stage: the run starts at LP from those
@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llm4ts_scale.config import RunConfig
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.export import WEIGHTS_FILE, data_facts, write_pretrained
-from llm4ts_scale.io import file_sha256
-from llm4ts_scale.weights import load_weights
+from llm4ts_scale.core.config import RunConfig
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import file_sha256
+from llm4ts_scale.core.weights import load_weights
+from llm4ts_scale.inference.export import WEIGHTS_FILE, data_facts, write_pretrained
 
 ARTIFACT_DIR = ("align", "export")
 FORECAST_HEAD = "head."
@@ -43,7 +43,7 @@ def write_artifact(run_dir: Path, config: RunConfig, store, model, weights: dict
     meta = json.loads(meta_path.read_text())
     meta["artifact"] = "aligned backbone"
     meta["aligned_on"] = corpus or "the run's own few-shot training windows"
-    from llm4ts_scale.io import atomic_write_json
+    from llm4ts_scale.core.io import atomic_write_json
 
     atomic_write_json(meta_path, meta)
     return target

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from accelerate.utils import DistributedType
 
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.faults import maybe_die, maybe_fail_write
-from llm4ts_scale.io import atomic_write_json, atomic_write_text, file_sha256
-from llm4ts_scale.log import get_logger
-from llm4ts_scale.weights import tunable_parameters
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.faults import maybe_die, maybe_fail_write
+from llm4ts_scale.core.io import atomic_write_json, atomic_write_text, file_sha256
+from llm4ts_scale.core.log import get_logger
+from llm4ts_scale.core.weights import tunable_parameters
 
 log = get_logger(__name__)
 

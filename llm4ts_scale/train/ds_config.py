@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llm4ts_scale.errors import UserError
+from llm4ts_scale.core.errors import UserError
 
 
 def read_ds_config(path: str | Path) -> dict:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.evaluation import lockstep_batches
-from llm4ts_scale.precision import autocast
 
 
 def window_ids(batch: dict, n_channels: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from llm4ts_scale.faults import maybe_die
+from llm4ts_scale.core.faults import maybe_die
 
 
 class StageHook:
@@ -40,7 +40,7 @@ class WindowChecksum(StageHook):
 
 
 class FaultPoints(StageHook):
-    """The `<stage>.step` kill point of the reliability tests (llm4ts_scale/faults.py)."""
+    """The `<stage>.step` kill point of the reliability tests (llm4ts_scale/core/faults.py)."""
 
     def on_batch(self, recipe, batch, loss):
         maybe_die(f"{recipe.spec.name}.step")

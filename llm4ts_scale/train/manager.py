@@ -15,23 +15,23 @@ from pathlib import Path
 
 import torch
 
-from llm4ts_scale.config import RunConfig
+from llm4ts_scale.core.config import RunConfig
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import file_sha256
+from llm4ts_scale.core.log import get_logger
+from llm4ts_scale.core.metrics import write_metrics_json
+from llm4ts_scale.core.run_state import RunState
+from llm4ts_scale.core.weights import load_tunable_state, load_weights
 from llm4ts_scale.data.corpus import describe as describe_corpus
 from llm4ts_scale.data.corpus import open_corpus
 from llm4ts_scale.data.sources import open_store
-from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
-from llm4ts_scale.export import write_export
-from llm4ts_scale.io import file_sha256
-from llm4ts_scale.log import get_logger
-from llm4ts_scale.metrics import write_metrics_json
+from llm4ts_scale.inference.export import write_export
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
-from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
-from llm4ts_scale.weights import load_tunable_state, load_weights
 
 log = get_logger(__name__)
 
@@ -243,11 +243,11 @@ DLINEAR_MAX_TRAIN_SAMPLES = 500_000
 def compare_with_baselines(config: RunConfig, store) -> dict:
     """Naive (repeat the last value), DLinear and rlinear on the same test windows, printed under the model's
     score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
-    from llm4ts_scale.baselines import baseline_forecast
+    from llm4ts_scale.baselines.dlinear import train_dlinear
+    from llm4ts_scale.baselines.rlinear import fit_rlinear
+    from llm4ts_scale.baselines.simple import baseline_forecast
+    from llm4ts_scale.core.metrics import MetricAccumulator
     from llm4ts_scale.data.windows import make_loader
-    from llm4ts_scale.dlinear import train_dlinear
-    from llm4ts_scale.metrics import MetricAccumulator
-    from llm4ts_scale.rlinear import fit_rlinear
 
     d = config.data
     naive = MetricAccumulator()

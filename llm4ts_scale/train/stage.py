@@ -2,7 +2,7 @@
 checkpoint, and `run`, the loop that ties them together.
 
 A stage starts from the previous stage's consolidated weights, trains only its parameter groups
-(llm4ts_scale/stages.py), validates every epoch, keeps the best-validation weights and writes them as
+(llm4ts_scale/core/stages.py), validates every epoch, keeps the best-validation weights and writes them as
 `weights.safetensors` with `metrics.json` and `history.json` in its stage directory. Checkpoints
 (every epoch and every `train.checkpoint_every_steps` steps) let a crashed stage resume where it
 stopped: the data stream is deterministic for a (seed, epoch), so the position in it is restored by
@@ -22,22 +22,22 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from llm4ts_scale.config import RunConfig, stage_groups
+from llm4ts_scale.core.config import RunConfig, stage_groups
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import atomic_write_json
+from llm4ts_scale.core.log import get_logger
+from llm4ts_scale.core.precision import autocast
+from llm4ts_scale.core.stages import STAGE_NAMES, StageSpec, stage_spec
+from llm4ts_scale.core.weights import collect_tunable_state, load_tunable_state, save_weights
 from llm4ts_scale.data.corpus import corpus_loader, corpus_rank_samples
 from llm4ts_scale.data.windows import make_loader, rank_num_samples
-from llm4ts_scale.errors import UserError
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
-from llm4ts_scale.io import atomic_write_json
-from llm4ts_scale.log import get_logger
 from llm4ts_scale.model import build_model
-from llm4ts_scale.precision import autocast
-from llm4ts_scale.stages import STAGE_NAMES, StageSpec, stage_spec
 from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
 from llm4ts_scale.train.exact_probe import fit_exact_head
 from llm4ts_scale.train.feature_cache import FeatureCache, cache_bytes
 from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
-from llm4ts_scale.weights import collect_tunable_state, load_tunable_state, save_weights
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from llm4ts_scale.io import atomic_write_json
+from llm4ts_scale.core.io import atomic_write_json
 from llm4ts_scale.train.hooks import StageHook
 
 MAX_STEPS_KEPT = 1000

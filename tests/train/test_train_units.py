@@ -7,16 +7,16 @@ import pytest
 import torch
 from backbones import tiny_llama
 
-from llm4ts_scale.config import load_config
-from llm4ts_scale.errors import UserError
-from llm4ts_scale.io import atomic_write_json
-from llm4ts_scale.stages import stage_spec
+from llm4ts_scale.core.config import load_config
+from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.io import atomic_write_json
+from llm4ts_scale.core.run_state import RunState
+from llm4ts_scale.core.stages import stage_spec
+from llm4ts_scale.core.weights import load_tunable_state
 from llm4ts_scale.train.accelerator import cpu_threads
 from llm4ts_scale.train.checkpoints import MANIFEST, PROGRESS, _manifest, usable_checkpoint, verify
 from llm4ts_scale.train.ds_config import fill_auto
-from llm4ts_scale.train.run_state import RunState
 from llm4ts_scale.train.stage import Progress, make_scheduler, stage_horizon, steps_per_epoch
-from llm4ts_scale.weights import load_tunable_state
 
 
 def cfg(*overrides):
@@ -177,7 +177,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_load_tunable_state_refuses_foreign_weights(tiny_model):
-    from llm4ts_scale.weights import collect_tunable_state
+    from llm4ts_scale.core.weights import collect_tunable_state
 
     state = collect_tunable_state(tiny_model)
     assert "head.proj.weight" in state and not any(".base_layer." in k or "q_proj.weight" == k for k in state)

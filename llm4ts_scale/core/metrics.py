@@ -1,0 +1,134 @@
+"""Forecast metrics aggregated exactly: float64 sums and counts, reducible across ranks.
+
+A mean of per-batch means is wrong whenever the last batch is short (and across ranks with
+unequal shares); summing errors and counting elements is exact, and sums all_reduce.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm4ts_scale.core.io import atomic_write_json
+
+# Order of the sums in the state vector.
+_FIELDS = ("samples", "count", "sse", "sae", "sum_y", "sum_y2", "ape", "ape_count")
+
+
+def _sums_torch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, y = pred.to(torch.float64), target.to(torch.float64)
+    err = p - y
+    nonzero = y != 0
+    safe_y = torch.where(nonzero, y.abs(), torch.ones_like(y))
+    return torch.stack([
+        torch.tensor(float(p.shape[0]) if p.ndim else 1.0, dtype=torch.float64, device=p.device),
+        torch.tensor(float(p.numel()), dtype=torch.float64, device=p.device),
+        (err * err).sum(),
+        err.abs().sum(),
+        y.sum(),
+        (y * y).sum(),
+        torch.where(nonzero, err.abs() / safe_y, torch.zeros_like(y)).sum(),
+        nonzero.sum().to(torch.float64),
+    ])
+
+
+def _sums_numpy(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """CPU path in numpy: same sums, but no intra-op thread pool (torch's OpenMP threads spin
+    for hundreds of ms per op on a busy 2-core machine; these ops are memory-bound anyway)."""
+    p = pred.numpy().astype(np.float64).ravel()
+    y = target.numpy().astype(np.float64).ravel()
+    err = p - y
+    abs_err = np.abs(err)
+    nonzero = y != 0
+    ape = abs_err[nonzero] / np.abs(y[nonzero])
+    return np.array([
+        float(pred.shape[0]) if pred.ndim else 1.0, float(p.size), float(err @ err), float(abs_err.sum()),
+        float(y.sum()), float(y @ y), float(ape.sum()), float(nonzero.sum()),
+    ], dtype=np.float64)
+
+
+class MetricAccumulator:
+    """Accumulates prediction errors over batches of [B, H] forecasts.
+
+    `samples` counts (window, channel) rows scored; MAPE skips targets equal to 0 (their
+    number is reported as `mape_zero_targets` when there are any).
+    """
+
+    def __init__(self):
+        self._state: torch.Tensor | None = None  # float64 [len(_FIELDS)], on the device of the data
+        self._reduced = False
+
+    def _buffer(self, device) -> torch.Tensor:
+        if self._state is None:
+            self._state = torch.zeros(len(_FIELDS), dtype=torch.float64, device=device)
+        return self._state
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor, weight_mask: torch.Tensor | None = None) -> None:
+        """Add a batch. pred/target: [B, H] (any trailing shape); weight_mask: [B] bool, False rows
+        (padding) are skipped."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator was already reduced; create a new one for new data")
+        if pred.shape != target.shape:
+            raise ValueError(f"pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+        if weight_mask is not None:
+            mask = weight_mask.to(device=pred.device, dtype=torch.bool).reshape(-1)
+            if mask.numel() != pred.shape[0]:
+                raise ValueError(f"weight_mask has {mask.numel()} entries for a batch of {pred.shape[0]}")
+            pred, target = pred[mask], target[mask]
+        if pred.device.type == "cpu":
+            stats = torch.from_numpy(_sums_numpy(pred.detach(), target.detach()))
+        else:
+            stats = _sums_torch(pred.detach(), target.detach())
+        buf = self._buffer(pred.device)
+        buf += stats.to(buf.device)
+
+    @torch.no_grad()
+    def reduce(self) -> MetricAccumulator:
+        """Sum the state over all ranks when torch.distributed is initialized. Every rank must call
+        it, even with no data; call it once."""
+        if self._reduced:
+            raise RuntimeError("MetricAccumulator.reduce() called twice; it would count every rank again")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            device = self._state.device if self._state is not None else torch.device("cpu")
+            if torch.distributed.get_backend() == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+            state = self._buffer(device).to(device)
+            torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.SUM)
+            self._state = state
+        self._reduced = True
+        return self
+
+    def totals(self) -> dict[str, float]:
+        """The raw sums, by name."""
+        if self._state is None:
+            return {name: 0.0 for name in _FIELDS}
+        return dict(zip(_FIELDS, self._state.cpu().tolist()))
+
+    def compute(self) -> dict:
+        """mse, mae, rmse, rse (when targets vary), mape (over nonzero targets), samples."""
+        t = self.totals()
+        n = t["count"]
+        if n == 0:
+            return {"samples": 0}
+        mse = t["sse"] / n
+        out = {"mse": mse, "mae": t["sae"] / n, "rmse": math.sqrt(mse)}
+        spread = t["sum_y2"] - t["sum_y"] ** 2 / n  # sum of (y - mean(y))^2
+        if spread > 0:
+            out["rse"] = math.sqrt(t["sse"]) / math.sqrt(spread)
+        if t["ape_count"] > 0:
+            out["mape"] = t["ape"] / t["ape_count"]
+        zero_targets = int(round(n - t["ape_count"]))
+        if zero_targets:
+            out["mape_zero_targets"] = zero_targets
+        out["samples"] = int(round(t["samples"]))
+        return out
+
+
+def write_metrics_json(path: str | os.PathLike, metrics_by_split: dict) -> Path:
+    """Write {split: metrics} atomically (temp file + os.replace)."""
+    return atomic_write_json(path, metrics_by_split)
