@@ -122,7 +122,7 @@ class Forecaster:
             values["data"]["path"] = _data_path(data)
             self.config = config_from_dict(values)
         train(self.config, ds_config=None, restart=restart)
-        test = RunState.read(self.config.run_dir).data.get("test", {})
+        test = RunState.read(self.config.run_dir).test
         self.metrics = {"test": test.get("metrics"), "baselines": test.get("baselines", {})}
         self._loaded = load_model(self.config.run_dir, self.device)
         return self

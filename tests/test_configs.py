@@ -39,7 +39,7 @@ def test_paper_grid_is_complete_and_follows_the_protocol():
 def test_quick_config_is_a_small_smoke_run():
     c = load_config(REPO / "configs" / "quick.yaml")
     assert (c.data.path, c.data.seq_len, c.data.pred_len) == ("ETTh1", 96, 24)
-    assert c.train.limit_train_batches and all(getattr(c.stages, s).epochs == 1 for s in ("align", "lp", "ft"))
+    assert c.train.limit_train_batches and all(c.stages[s].epochs == 1 for s in ("align", "lp", "ft"))
 
 
 def test_sweep_prints_the_grid_and_skips_infeasible_few_shot_horizons():
@@ -82,3 +82,16 @@ def test_readme_documents_every_config_key_with_its_default():
     section = text[text.index("## Configuration"):]
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     assert yaml.safe_load(block) == dataclasses.asdict(RunConfig())
+
+
+def test_the_stages_section_is_the_stage_table():
+    import dataclasses
+
+    from llm4ts_scale.core.config import StagesConfig
+    from llm4ts_scale.core.stages import STAGES
+
+    assert [f.name for f in dataclasses.fields(StagesConfig)] == [s.name for s in STAGES]
+    stages = StagesConfig()
+    for spec in STAGES:
+        assert (stages[spec.name].epochs, stages[spec.name].lr, stages[spec.name].solver) == (
+            spec.default_epochs, spec.default_lr, spec.default_solver)

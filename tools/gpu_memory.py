@@ -154,11 +154,12 @@ def describe_summary(overrides: list[str], device: str) -> dict:
     """What `llm4ts-scale describe <overrides>` prints (its run(): load_config, build_model, summary)."""
     from llm4ts_scale.commands.describe import calendar_attrs_for
     from llm4ts_scale.core.config import load_config
+    from llm4ts_scale.core.stages import STAGE_GROUPS
     from llm4ts_scale.model import build_model
 
     config = load_config(None, overrides)
     model = build_model(config, calendar_attrs_for(config), device_type=device)
-    summary = model.summary()
+    summary = model.summary(STAGE_GROUPS)
     del model
     _free(device)
     return summary
@@ -170,7 +171,8 @@ def measure_training(overrides: list[str], args, device: str) -> dict:
 
     from llm4ts_scale.commands.describe import calendar_attrs_for
     from llm4ts_scale.core.config import load_config
-    from llm4ts_scale.model import STAGE_GROUPS, build_model
+    from llm4ts_scale.core.stages import STAGE_GROUPS
+    from llm4ts_scale.model import build_model
 
     cuda = device == "cuda"
     _free(device)

@@ -33,12 +33,13 @@ def calendar_attrs_for(config) -> list[str]:
 
 
 def run(args) -> int:
-    from llm4ts_scale.core.config import config_from_dict
+    from llm4ts_scale.core.config import config_from_dict, stage_groups
+    from llm4ts_scale.core.stages import STAGE_NAMES
     from llm4ts_scale.model import build_model
 
     config = load_config(args.config, args.overrides)
     model = build_model(config, calendar_attrs_for(config))
-    summary = model.summary()
+    summary = model.summary({name: stage_groups(config, name) for name in STAGE_NAMES})
     if config.model.quantize != "none":
         # On a CPU the 4-bit weights are held dequantized by default (model.dequantize_frozen=auto), so
         # backbone_bytes is what THIS machine holds; a GPU holds them in 4 bits: report both.

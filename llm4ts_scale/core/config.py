@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.stages import STAGE_NAMES, STAGES, TRAINABLE_GROUPS, stage_spec
+from llm4ts_scale.core.stages import STAGE_NAMES, TRAINABLE_GROUPS, stage_spec
 
 SplitRule = Literal["auto", "ett-hourly", "ett-minute", "ratio"]
 Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
@@ -106,11 +106,23 @@ class StageConfig:
     data: Any = field(default_factory=list)  # align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = own windows
 
 
-# One `stages.<name>` entry per row of the stage table (llm4ts_scale/core/stages.py), in run order.
-StagesConfig = dataclasses.make_dataclass("StagesConfig", [
-    (s.name, StageConfig, field(default_factory=partial(StageConfig, epochs=s.default_epochs, lr=s.default_lr,
-                                                        solver=s.default_solver)))
-    for s in STAGES])
+def _stage_default(name: str):
+    spec = stage_spec(name)
+    return field(default_factory=partial(StageConfig, epochs=spec.default_epochs, lr=spec.default_lr,
+                                         solver=spec.default_solver))
+
+
+@dataclass
+class StagesConfig:
+    """One `stages.<name>` entry per row of the stage table (llm4ts_scale/core/stages.py), in run order, with
+    that row's defaults (tests/test_configs.py checks the two agree)."""
+
+    align: StageConfig = _stage_default("align")
+    lp: StageConfig = _stage_default("lp")
+    ft: StageConfig = _stage_default("ft")
+
+    def __getitem__(self, name: str) -> StageConfig:
+        return getattr(self, name)
 
 
 @dataclass
@@ -155,7 +167,7 @@ class RunConfig:
 
 def stage_groups(config: RunConfig, name: str) -> set[str]:
     """The parameter groups stage `name` trains: the stage table's, or stages.<name>.groups."""
-    chosen = getattr(config.stages, name).groups
+    chosen = config.stages[name].groups
     return set(stage_spec(name).groups) if chosen == "default" else set(chosen)
 
 
@@ -366,7 +378,7 @@ def validate(c: RunConfig) -> None:
     _check(m.calendar in ("auto", "none") or (isinstance(m.calendar, list) and all(isinstance(a, str) for a in m.calendar)),
            "model.calendar must be auto, none or a list of calendar attributes, e.g. [hour,weekday]")
     for name in STAGE_NAMES:
-        s = getattr(c.stages, name)
+        s = c.stages[name]
         _check(s.epochs >= 0, f"stages.{name}.epochs must be >= 0")
         _check(s.lr > 0, f"stages.{name}.lr must be positive")
         _check(0 <= s.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")

@@ -91,6 +91,25 @@ class RunState:
     def update_stage(self, name: str, **fields) -> None:
         self.data["stages"][name].update(fields)
 
+    @property
+    def test(self) -> dict:
+        return self.data.get("test", {})
+
+    def set_test(self, **fields) -> None:
+        """The test record: status done (metrics, wall time) or skipped."""
+        self.data["test"] = dict(fields)
+
+    def add_baselines(self, baselines: dict) -> None:
+        """The floors scored on the same test windows, next to the model's record."""
+        self.data["test"]["baselines"] = baselines
+
+    def set_aligned_from(self, record: dict) -> bool:
+        """Record the aligned backbone this run started from; False when it is already recorded."""
+        if self.data.get("aligned_from") == record:
+            return False
+        self.data["aligned_from"] = record
+        return True
+
     def save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path, self.data)
@@ -98,4 +117,4 @@ class RunState:
     @property
     def finished(self) -> bool:
         stages_done = all(s.get("status") == "done" for s in self.data["stages"].values())
-        return stages_done and self.data.get("test", {}).get("status") in ("done", "skipped")
+        return stages_done and self.test.get("status") in ("done", "skipped")

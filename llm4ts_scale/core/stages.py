@@ -39,6 +39,9 @@ STAGES: tuple[StageSpec, ...] = (
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 # Every group a stage may train (llm4ts_scale/model/groups.py adds `frozen`, which never trains).
+# What each stage trains by default (a run's stages.<name>.groups may say otherwise: core/config.py:stage_groups).
+STAGE_GROUPS: dict[str, set[str]] = {s.name: set(s.groups) for s in STAGES}
+
 TRAINABLE_GROUPS = ("head", "align_head", "embeddings", "lora", "norms", "positions", "revin")
 _BY_NAME = {s.name: s for s in STAGES}
 

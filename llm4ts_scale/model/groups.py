@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from llm4ts_scale.core.stages import STAGES, TRAINABLE_GROUPS
+from llm4ts_scale.core.stages import TRAINABLE_GROUPS
 
+# The model only names its groups; which of them a stage trains is the caller's (train/stage.py) to say.
 GROUPS = (*TRAINABLE_GROUPS, "frozen")
-
-# What each stage trains, from the stage table (llm4ts_scale/core/stages.py; docs/ARCHITECTURE.md section 1).
-STAGE_GROUPS: dict[str, set[str]] = {s.name: set(s.groups) for s in STAGES}

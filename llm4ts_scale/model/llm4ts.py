@@ -10,7 +10,7 @@ from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
 from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
 from llm4ts_scale.model.encoder import PatchEncoder, RevIN
-from llm4ts_scale.model.groups import GROUPS, STAGE_GROUPS
+from llm4ts_scale.model.groups import GROUPS
 from llm4ts_scale.model.heads import AlignHead, ForecastHead
 
 
@@ -139,7 +139,7 @@ class LLM4TS(nn.Module):
     def trainable_count(self, groups: set[str]) -> int:
         return sum(p.numel() for g in groups for _, p in self.param_groups()[g] if not is_quantized(p))
 
-    def summary(self) -> dict:
+    def summary(self, stage_groups: dict[str, set[str]] | None = None) -> dict:
         """What a user checks before renting GPUs (the `describe` command prints it)."""
         groups = self.param_groups()
         return {
@@ -155,6 +155,6 @@ class LLM4TS(nn.Module):
             "calendar_attrs": self.calendar_attrs,
             "params_total": sum(logical_numel(p) for _, p in self.named_parameters()),
             "groups": {g: sum(logical_numel(p) for _, p in ps) for g, ps in groups.items()},
-            "trainable": {stage: self.trainable_count(gs) for stage, gs in STAGE_GROUPS.items()},
+            "trainable": {stage: self.trainable_count(gs) for stage, gs in (stage_groups or {}).items()},
             "backbone_bytes": memory_bytes(self.backbone, skip=lambda n: "lora_" in n),
         }

@@ -131,7 +131,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     if state.finished:
         if main:
             log.info(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)")
-        return state.data["test"].get("metrics", {})
+        return state.test.get("metrics", {})
     if config.train.log_with != "none":
         accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
     if main:
@@ -143,8 +143,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     init_state = None
     if config.model.aligned_from:  # an aligned backbone from another run stands in for the alignment stage
         init_state, record = load_aligned(config)
-        if main and state.data.get("aligned_from") != record:
-            state.data["aligned_from"] = record
+        if main and state.set_aligned_from(record):
             state.save()
     for stage in config.active_stages():
         stage_dir = run_dir / stage
@@ -182,7 +181,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
     accelerator.end_training()
     if main and config.train.compare_baselines and config.train.test:  # after the last collective: the other ranks may exit
-        state.data["test"]["baselines"] = compare_with_baselines(config, store)
+        state.add_baselines(compare_with_baselines(config, store))
         state.save()
     return metrics
 
@@ -226,10 +225,10 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
         if "test" in results:
             test = results["test"]
             log.info(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}")
-            run_state.data["test"] = {"status": "done", "metrics": test, "wall_time_s": round(time.time() - started, 3)}
+            run_state.set_test(status="done", metrics=test, wall_time_s=round(time.time() - started, 3))
         else:
             log.info(f"test: not scored (train.test=false); best val mse {results['val']['mse']:.6f}")
-            run_state.data["test"] = {"status": "skipped"}
+            run_state.set_test(status="skipped")
         run_state.save()
     accelerator.wait_for_everyone()
     return results.get("test", results.get("val"))

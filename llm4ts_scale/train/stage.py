@@ -149,7 +149,7 @@ class StageRecipe:
                  precision: str = "no", hooks: list[StageHook] | None = None, corpus=None):
         self.accelerator, self.config, self.store = accelerator, config, store
         self.spec = stage_spec(stage)
-        self.stage_cfg = getattr(config.stages, stage)
+        self.stage_cfg = config.stages[stage]
         self.stage_dir, self.init_state, self.precision = Path(stage_dir), init_state, precision
         self.corpus = corpus if self.spec.task == "align" else None  # alignment sources besides the store's windows
         channels = sum(src.store.n_channels for src in self.corpus) if self.corpus else store.n_channels

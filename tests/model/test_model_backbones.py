@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from llm4ts_scale.core.config import load_config
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.model import GROUPS, LLM4TS, STAGE_GROUPS, build_model
+from llm4ts_scale.core.stages import STAGE_GROUPS
+from llm4ts_scale.model import GROUPS, LLM4TS, build_model
 from llm4ts_scale.model.backbone import load_backbone
 
 ATTRS = ["month", "day", "weekday", "hour"]
