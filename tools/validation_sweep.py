@@ -144,15 +144,18 @@ def train_all(names: list[str], runs: Path, parallel: int) -> None:
             print(f"{name}: {(time.time() - started) / 60:.1f} min", flush=True)
 
 
-def rlinear_val(dataset: str) -> float:
-    """rlinear's validation MSE on the arms' validation windows (cached in results/sweep/rlinear-<dataset>.json)."""
-    path = RESULTS / f"rlinear-{dataset}.json"
+def rlinear_val(dataset: str, overrides: list[str]) -> float:
+    """rlinear's validation MSE on the arm's validation windows, at the arm's look-back (cached in
+    results/sweep/rlinear-<dataset>[-L<seq_len>].json; the validation targets do not depend on L)."""
+    look_back = [o for o in overrides if o.startswith("data.seq_len=")]
+    suffix = f"-L{look_back[-1].split('=')[1]}" if look_back else ""
+    path = RESULTS / f"rlinear-{dataset}{suffix}.json"
     if not path.is_file():
         from llm4ts_scale.baselines.rlinear import fit_rlinear
         from llm4ts_scale.core.config import load_config
         from llm4ts_scale.data.sources import open_store
 
-        d = load_config(None, DATASETS[dataset]).data
+        d = load_config(None, DATASETS[dataset] + look_back).data
         store = open_store(d.path, split=d.split)
         r = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, val_stride=d.val_stride,
                         score_test=False)
@@ -164,7 +167,7 @@ def rlinear_val(dataset: str) -> float:
 def table() -> str:
     lines = ["| arm | what it tests | val MSE | rlinear val MSE | gain over rlinear | read-out (LP penalties) | "
              "FT | minutes |", "|---|---|---|---|---|---|---|---|"]
-    for name, (dataset, _, note) in ARMS.items():
+    for name, (dataset, overrides, note) in ARMS.items():
         path = RESULTS / name / "run.json"
         if not path.is_file():
             lines.append(f"| {name} | {note} | (not run) | | | | | |")
@@ -173,7 +176,7 @@ def table() -> str:
         stages = run["stages"]
         last = [s for s in ("lp", "ft") if s in stages][-1]
         val = stages[last]["val"]["mse"]
-        base = rlinear_val(dataset)
+        base = rlinear_val(dataset, overrides)
         lp = stages["lp"]["history"][0]
         alpha_u = lp.get("alpha_linear")
         readout = f"linear {alpha_u:.3g}, llm {lp.get('alpha_llm'):.3g}" if alpha_u else f"llm {lp.get('alpha_llm'):.3g}"
@@ -216,7 +219,7 @@ def corpus_table() -> str:
                 windows = f"{sum(h['rank_windows'][0][0] for h in align['history'][:1]):,} (own)"
             else:
                 windows = "-"
-            val, base = run["stages"]["lp"]["val"]["mse"], rlinear_val(dataset)
+            val, base = run["stages"]["lp"]["val"]["mse"], rlinear_val(dataset, [])
             lines.append(f"| {dataset} | {what} | {windows} | {align.get('wall_time_s', 0) / 60:.1f} | {val:.4f} | "
                          f"{base:.4f} | {100 * (base - val) / base:+.1f} % |")
     lines += ["", "SmolLM2-135M, 6 blocks, NF4 + LoRA r=8, one alignment epoch, then exact LP (flatten + linear "
