@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from llm4ts_scale.core.faults import maybe_die
 from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.precision import autocast
-from llm4ts_scale.data.windows import make_loader, rank_num_samples
+from llm4ts_scale.core.topology import Topology
+from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
 
 # Eval windows per batch on a CPU when data.eval_batch_size is null: throughput is flat from ~128 on
 # and larger batches only cost memory (tools/bench_model.py); a GPU gets more rows per launch.
@@ -43,21 +44,18 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def lockstep_batches(store, split: str, seq_len: int, pred_len: int, batch_size: int, *, rank: int, world_size: int,
-                     device: torch.device, few_shot_percent: int = 100, num_workers: int = 0,
-                     desc: str | None = None, show_progress: bool = False, window_step: int = 1):
+def lockstep_batches(store, spec: WindowSpec, batch_size: int, topology: Topology, desc: str | None = None):
     """Yield (batch on device, mask or None) for this rank's windows, in a fixed order, the same number
     of times on every rank; a rank that ran out yields masked copies (mask all False)."""
-    counts = [rank_num_samples(store, split, seq_len, pred_len, few_shot_percent, r, world_size, window_step)
-              for r in range(world_size)]
+    rank, world_size, device = topology.rank, topology.world_size, topology.device
+    counts = [rank_num_samples(store, spec, r, world_size) for r in range(world_size)]
     steps = max(math.ceil(c / batch_size) for c in counts)
-    loader = make_loader(store, split, seq_len, pred_len, batch_size, few_shot_percent=few_shot_percent, rank=rank,
-                         world_size=world_size, num_workers=num_workers, window_step=window_step)
+    loader = make_loader(store, spec, batch_size, rank=rank, world_size=world_size, num_workers=topology.num_workers)
     stream = iter(loader)
     filler = None
     if counts[rank] == 0 and steps > 0:  # more ranks than shards: run masked copies of some window
-        filler = next(iter(make_loader(store, split, seq_len, pred_len, 1)))
-    for _ in tqdm(range(steps), desc=desc or f"eval {split}", disable=not show_progress, leave=False):
+        filler = next(iter(make_loader(store, spec, 1)))
+    for _ in tqdm(range(steps), desc=desc or f"eval {spec.split}", disable=not topology.progress, leave=False):
         batch = next(stream, None)
         if batch is None:  # this rank is done: run a masked batch so collectives stay in step
             batch, mask = filler, torch.zeros(filler["x"].shape[0], dtype=torch.bool)
@@ -73,23 +71,19 @@ def no_grad_mode(inference: bool):
     return torch.inference_mode() if inference else torch.no_grad()
 
 
-def evaluate_split(model, store, split: str, *, seq_len: int, pred_len: int, batch_size: int, task: str,
-                   rank: int, world_size: int, device: torch.device, precision: str = "no",
-                   show_progress: bool = False, num_workers: int = 0, cache=None, inference: bool = True,
-                   window_step: int = 1) -> dict:
-    """Metrics of `split` (forecast: H steps; align: next-patch, windows of L + stride).
-    `cache`: a FeatureCache of this split's frozen features (linear probing); `window_step` k scores
+def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int, task: str,
+                   cache=None, inference: bool = True) -> dict:
+    """Metrics of `spec`'s windows (forecast: H steps; align: next-patch, windows of L + stride).
+    `cache`: a FeatureCache of this split's frozen features (linear probing); `spec.step` k scores
     every k-th window only (data.val_stride)."""
     was_training = model.training
     model.eval()
     metrics = MetricAccumulator()
     with no_grad_mode(inference):
-        for batch, mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank, world_size=world_size,
-                                            device=device, num_workers=num_workers, show_progress=show_progress,
-                                            window_step=window_step):
-            maybe_die("test" if split == "test" else "eval")
+        for batch, mask in lockstep_batches(store, spec, batch_size, topology):
+            maybe_die("test" if spec.split == "test" else "eval")
             hidden = cache.lookup(batch) if cache is not None else None
-            with autocast(device, precision):
+            with autocast(topology.device, topology.precision):
                 pred, target = model_outputs(model, batch, task, hidden)
             metrics.update(pred.float(), target.float(), mask)
     model.train(was_training)

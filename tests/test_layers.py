@@ -1,5 +1,6 @@
-"""The package's layers import one way (docs/ARCHITECTURE.md section 2): nothing reaches back up the
-chain prepare -> stream -> model -> stage manager -> export/evaluate."""
+"""The code's shape (docs/ARCHITECTURE.md section 2): layers import one way (nothing reaches back up the chain
+prepare -> stream -> model -> stage manager -> export/evaluate), a root of at most 8 modules, no function of
+more than 8 parameters, and print only in the command line."""
 
 from __future__ import annotations
 
@@ -51,3 +52,35 @@ def test_layers_import_one_way():
 def test_the_root_shows_the_layers():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= 8, modules
+
+
+def _functions():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(PACKAGE), node
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    """What travels together goes as one value (data/windows.py:WindowSpec, core/topology.py:Topology, ...)."""
+    wide = []
+    for where, fn in _functions():
+        a = fn.args
+        names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)] + [x.arg for x in (a.vararg, a.kwarg) if x]
+        count = len(names) - (names[:1] in (["self"], ["cls"]))
+        if count > 8:
+            wide.append(f"{where}:{fn.name} ({count})")
+    assert not wide, wide
+
+
+def test_only_the_command_line_prints():
+    """Everything else logs (core/log.py); the CLI's commands print their results, errors.py its one-line errors."""
+    printing = []
+    for path in PACKAGE.rglob("*.py"):
+        where = path.relative_to(PACKAGE)
+        if where.parts[0] == "commands" or where.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                printing.append(f"{where}:{node.lineno}")
+    assert not printing, printing

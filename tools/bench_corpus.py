@@ -35,9 +35,10 @@ def cpu_model() -> str:
 
 def _epoch(sources, n_attrs: int) -> tuple[int, float]:
     from llm4ts_scale.data.corpus import corpus_loader
+    from llm4ts_scale.data.windows import Shuffle, WindowSpec
 
     started, count = time.perf_counter(), 0
-    for batch in corpus_loader(sources, L, S, BATCH, n_attrs=n_attrs, seed=1, epoch=0):
+    for batch in corpus_loader(sources, WindowSpec("train", L, S), BATCH, n_attrs=n_attrs, shuffle=Shuffle(seed=1)):
         count += batch["x"].shape[0]
     return count, time.perf_counter() - started
 

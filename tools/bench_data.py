@@ -67,7 +67,7 @@ def bench_throughput(data: str, repeat: int, num_workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from llm4ts_scale.data.sources import open_store
-    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader
 
     store = open_store(data)
     start, end = store.split_range("train", L)
@@ -76,7 +76,7 @@ def bench_throughput(data: str, repeat: int, num_workers: int) -> dict:
     torch.manual_seed(0)
     results = {"streaming": [], "tslib_in_memory": []}
     for epoch in range(repeat):
-        loader = make_loader(store, "train", L, H, BATCH, shuffle=True, seed=0, epoch=epoch, num_workers=num_workers)
+        loader = make_loader(store, WindowSpec("train", L, H), BATCH, shuffle=Shuffle(0, epoch), num_workers=num_workers)
         n_stream, t_stream = _time_epoch(loader)
         ref_loader = DataLoader(reference, batch_size=BATCH, shuffle=True, num_workers=num_workers)
         n_ref, t_ref = _time_epoch(ref_loader)
@@ -90,10 +90,10 @@ def bench_throughput(data: str, repeat: int, num_workers: int) -> dict:
 def child_rss(store_dir: str) -> None:
     """One streaming training epoch; prints samples, seconds and this process's peak RSS."""
     from llm4ts_scale.data.sources import open_store
-    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader
 
     store = open_store(store_dir)
-    loader = make_loader(store, "train", L, H, BATCH, shuffle=True, seed=0, epoch=0)
+    loader = make_loader(store, WindowSpec("train", L, H), BATCH, shuffle=Shuffle(0, 0))
     count, seconds = _time_epoch(loader)
     print(json.dumps({"rows": store.n_rows, "train_rows": store.split_range("train", L)[1],
                       "samples": count, "seconds": seconds, "max_rss_mb": _peak_rss_kb() / 1024}))

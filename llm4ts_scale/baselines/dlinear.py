@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.data.store import SeriesStore
-from llm4ts_scale.data.windows import make_loader
+from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader
 
 
 class DLinear(nn.Module):
@@ -61,6 +61,17 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
+@dataclass(frozen=True)
+class DLinearRecipe:
+    """Time-Series-Library's DLinear training settings."""
+
+    epochs: int = 10
+    lr: float = 0.005
+    batch_size: int = 32
+    patience: int = 3
+    eval_batch_size: int = 512
+
+
 @dataclass
 class DLinearResult:
     """Metrics as MetricAccumulator.compute() returns them; epochs are numbered from 1."""
@@ -80,14 +91,13 @@ def score(model: nn.Module, store: SeriesStore, split: str, seq_len: int, pred_l
     """Metrics over every window of `split`, each scored once (the loader keeps the short last batch)."""
     model.eval()
     acc = MetricAccumulator()
-    for batch in make_loader(store, split, seq_len, pred_len, batch_size):
+    for batch in make_loader(store, WindowSpec(split, seq_len, pred_len), batch_size):
         acc.update(model(batch["x"]), batch["y"])
     return acc.compute()
 
 
 def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_percent: int = 100,
-                  epochs: int = 10, lr: float = 0.005, batch_size: int = 32, patience: int = 3,
-                  seed: int = 2023, eval_batch_size: int = 512, show_progress: bool = False) -> DLinearResult:
+                  recipe: DLinearRecipe = DLinearRecipe(), seed: int = 2023, show_progress: bool = False) -> DLinearResult:
     """Train on the train split (few-shot honoured), keep the best-validation epoch, score test once.
 
     The recipe is Time-Series-Library's for DLinear: Adam on MSE, batch 32, lr halved every
@@ -98,6 +108,8 @@ def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_p
     One thread is also the faster choice: these matmuls are far too small for intra-op threads,
     whose spinning doubled the wall time on a busy 2-core machine.
     """
+    epochs, lr, batch_size, patience, eval_batch_size = (recipe.epochs, recipe.lr, recipe.batch_size, recipe.patience,
+                                                         recipe.eval_batch_size)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience),
                         ("eval_batch_size", eval_batch_size)):
         if value < 1:
@@ -122,8 +134,8 @@ def train_dlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_p
                 group["lr"] = epoch_lr
             model.train()
             loss_sum, seen = 0.0, 0
-            loader = make_loader(store, "train", seq_len, pred_len, batch_size, few_shot_percent=few_shot_percent,
-                                 shuffle=True, seed=seed, epoch=epoch - 1)
+            loader = make_loader(store, WindowSpec("train", seq_len, pred_len, few_shot_percent), batch_size,
+                                 shuffle=Shuffle(seed, epoch - 1))
             for batch in loader:
                 loss = F.mse_loss(model(batch["x"]), batch["y"])
                 optimizer.zero_grad()

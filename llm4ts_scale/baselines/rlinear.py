@@ -18,7 +18,7 @@ import torch
 from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.ridge import GramAccumulator, ValidationSet, fit_linear, with_intercept
 from llm4ts_scale.data.store import SeriesStore
-from llm4ts_scale.data.windows import make_loader
+from llm4ts_scale.data.windows import WindowSpec, make_loader
 
 REVIN_EPS = 1e-5  # as llm4ts_scale/model/encoder.py:RevIN
 
@@ -50,8 +50,7 @@ def _normalized(batch: dict) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Te
 
 def _design(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_size: int, few_shot_percent: int = 100,
             window_step: int = 1):
-    for batch in make_loader(store, split, seq_len, pred_len, batch_size, few_shot_percent=few_shot_percent,
-                             window_step=window_step):
+    for batch in make_loader(store, WindowSpec(split, seq_len, pred_len, few_shot_percent, window_step), batch_size):
         yield batch, *_normalized(batch)
 
 
@@ -65,7 +64,7 @@ def forecast(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def score(weight: torch.Tensor, store: SeriesStore, split: str, seq_len: int, pred_len: int,
           batch_size: int = 4096, window_step: int = 1) -> dict:
     metrics = MetricAccumulator()
-    for batch in make_loader(store, split, seq_len, pred_len, batch_size, window_step=window_step):
+    for batch in make_loader(store, WindowSpec(split, seq_len, pred_len, step=window_step), batch_size):
         metrics.update(forecast(weight, batch["x"]), batch["y"])
     return metrics.compute()
 

@@ -116,9 +116,9 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
     from llm4ts_scale.baselines.simple import baseline_forecast
     from llm4ts_scale.core.metrics import MetricAccumulator, write_metrics_json
-    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.data.windows import WindowSpec, make_loader
 
-    loader = make_loader(store, split, seq_len, pred_len, args.batch_size)
+    loader = make_loader(store, WindowSpec(split, seq_len, pred_len), args.batch_size)
     metrics = MetricAccumulator()
     with torch.no_grad():
         for batch in loader:
@@ -195,11 +195,11 @@ def _run_dlinear(args: argparse.Namespace) -> int:
         raise UserError(f"--lr must be a positive number, got {lr}")
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.baselines.dlinear import train_dlinear
+    from llm4ts_scale.baselines.dlinear import DLinearRecipe, train_dlinear
     from llm4ts_scale.core.metrics import write_metrics_json
 
-    result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, epochs=epochs, lr=lr, seed=seed,
-                           eval_batch_size=args.batch_size, show_progress=True)
+    result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
+                           recipe=DLinearRecipe(epochs=epochs, lr=lr, eval_batch_size=args.batch_size))
     if args.out:
         write_metrics_json(args.out, {"val": result.val, "test": result.test})
     chosen = result.test if split == "test" else result.val

@@ -33,7 +33,7 @@ from datasets import IterableDataset
 
 from llm4ts_scale.core.config import check_sources
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.data.windows import collate_windows
+from llm4ts_scale.data.windows import Shuffle, WindowSpec, collate_windows
 
 _PLAN_SEED = 20232  # fixed: which rank gets which shard never depends on the run's seed or epoch
 # Windows per shard: a corpus holds far more shards than one series (every source, every channel), so its
@@ -172,10 +172,11 @@ def _generate(shards, sources, offsets, seq_len: int, pred_len: int, n_attrs: in
             }
 
 
-def corpus_loader(sources, seq_len: int, horizon: int, batch_size: int, *, n_attrs: int, shuffle: bool = True,
-                  seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1,
-                  num_workers: int = 0):
-    """DataLoader over this rank's corpus windows (keys as llm4ts_scale/data/windows.py's), epoch `epoch`."""
+def corpus_loader(sources, spec: WindowSpec, batch_size: int, *, n_attrs: int, shuffle: Shuffle, rank: int = 0,
+                  world_size: int = 1, num_workers: int = 0):
+    """DataLoader over this rank's corpus windows (keys as llm4ts_scale/data/windows.py's) in `shuffle`'s order;
+    `spec` gives the geometry (each source's own train split is read)."""
+    seq_len, horizon = spec.seq_len, spec.pred_len
     import torch
     from datasets.iterable_dataset import ExamplesIterable
     from torch.utils.data import DataLoader
@@ -185,12 +186,10 @@ def corpus_loader(sources, seq_len: int, horizon: int, batch_size: int, *, n_att
     examples = ExamplesIterable(_generate, {"shards": shards, "sources": tuple(sources),
                                             "offsets": tuple(channel_offsets(sources)),
                                             "seq_len": seq_len, "pred_len": horizon, "n_attrs": n_attrs,
-                                            "seed": seed, "epoch": epoch})
-    ds = IterableDataset(examples)
-    if shuffle:
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer, **ONE_INPUT_SHARD)
-        ds.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+                                            "seed": shuffle.seed, "epoch": shuffle.epoch})
+    ds = IterableDataset(examples).shuffle(seed=shuffle.seed, buffer_size=shuffle.buffer, **ONE_INPUT_SHARD)
+    ds.set_epoch(shuffle.epoch)
+    generator = torch.Generator().manual_seed(shuffle.seed * 1_000_003 + shuffle.epoch)
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows, drop_last=False,
                       generator=generator)
 

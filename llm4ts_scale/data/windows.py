@@ -14,6 +14,8 @@ many (channel, time) places as an i.i.d. shuffle would, even on series far longe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from llm4ts_scale.data.store import SeriesStore
@@ -24,20 +26,43 @@ MIN_SHARDS_PER_RANK = 8  # so DataLoader workers on each rank get shards too
 _SHARD_ORDER_SEED = 20231  # fixed: which rank gets which shard must not depend on the run's seed or epoch
 
 
-def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
-                world_size: int = 1, window_step: int = 1) -> list[tuple[int, int, int]]:
+@dataclass(frozen=True)
+class WindowSpec:
+    """Which windows of a store: a split, their geometry (look-back L, horizon H), the share of the training
+    split a few-shot run keeps, and the step between window starts (`step` k: every k-th window)."""
+
+    split: str
+    seq_len: int
+    pred_len: int
+    few_shot_percent: int = 100
+    step: int = 1
+
+    def __post_init__(self):
+        if self.step < 1:
+            raise ValueError(f"window step must be >= 1, got {self.step}")
+
+
+@dataclass(frozen=True)
+class Shuffle:
+    """A training order: datasets reshuffles the rank's shards every epoch, then a seeded buffer shuffle."""
+
+    seed: int = 0
+    epoch: int = 0
+    buffer: int = 10000
+
+
+def plan_shards(store: SeriesStore, spec: WindowSpec, world_size: int = 1) -> list[tuple[int, int, int]]:
     """Shards as (channel, first_window, end_window), in the order datasets deals them out.
 
     Blocks within a channel differ by at most one window; train shards are interleaved
     pseudo-randomly (fixed order); empty shards pad the list to a multiple of world_size.
-    With `window_step` k, window indices count every k-th window (window i starts k*i rows in).
+    With `spec.step` k, window indices count every k-th window (window i starts k*i rows in).
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    if window_step < 1:
-        raise ValueError(f"window_step must be >= 1, got {window_step}")
-    all_windows = store.num_windows(split, seq_len, pred_len, few_shot_percent)  # UserError if too short
-    per_channel = -(-all_windows // window_step)
+    split = spec.split
+    all_windows = store.num_windows(split, spec.seq_len, spec.pred_len, spec.few_shot_percent)  # UserError if too short
+    per_channel = -(-all_windows // spec.step)
     channels = store.n_channels
     size = TRAIN_WINDOWS_PER_SHARD if split == "train" else WINDOWS_PER_SHARD
     blocks = max(-(-per_channel // size), -(-MIN_SHARDS_PER_RANK * world_size // channels))
@@ -51,12 +76,11 @@ def plan_shards(store: SeriesStore, split: str, seq_len: int, pred_len: int, few
     return shards
 
 
-def rank_num_samples(store: SeriesStore, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100,
-                     rank: int = 0, world_size: int = 1, window_step: int = 1) -> int:
+def rank_num_samples(store: SeriesStore, spec: WindowSpec, rank: int = 0, world_size: int = 1) -> int:
     """Exactly how many samples `rank` streams per epoch (the same for every epoch and seed)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size, window_step)
+    shards = plan_shards(store, spec, world_size)
     return sum(end - first for _, first, end in shards[rank::world_size])
 
 
@@ -81,34 +105,33 @@ def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, 
             }
 
 
-def window_dataset(store: SeriesStore, split: str, seq_len: int, pred_len: int, *, few_shot_percent: int = 100,
-                   shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 10000, rank: int = 0,
-                   world_size: int = 1, window_step: int = 1):
+def window_dataset(store: SeriesStore, spec: WindowSpec, *, shuffle: Shuffle | None = None, rank: int = 0,
+                   world_size: int = 1):
     """`datasets.IterableDataset` of this rank's dicts: x float32 [L] (scaled), y float32 [H],
     x_mark int64 [L, A], y_mark int64 [H, A], channel, start (first row of the window in the store).
 
     Call `.set_epoch(epoch)` for a new shuffle order each epoch (shard order and buffer);
-    evaluation (shuffle=False) always yields the same order.
+    evaluation (shuffle=None) always yields the same order.
     """
     from datasets import IterableDataset
     from datasets.iterable_dataset import ExamplesIterable
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, split, seq_len, pred_len, few_shot_percent, world_size, window_step)[rank::world_size]
-    row_start, _ = store.split_range(split, seq_len, few_shot_percent)
+    shards = plan_shards(store, spec, world_size)[rank::world_size]
+    row_start, _ = store.split_range(spec.split, spec.seq_len, spec.few_shot_percent)
     # Built from an ExamplesIterable rather than IterableDataset.from_generator: the latter goes
     # through a dataset builder that hashes the arguments and leaves a lock file per dataset in
     # HF_DATASETS_CACHE (it fails where $HOME is read-only). Sharding is the same: the list in
     # the kwargs is what datasets splits across ranks and workers.
     examples = ExamplesIterable(
         _generate_windows,
-        {"shards": shards, "store": store, "row_start": row_start, "seq_len": seq_len, "pred_len": pred_len,
-         "window_step": window_step},
+        {"shards": shards, "store": store, "row_start": row_start, "seq_len": spec.seq_len, "pred_len": spec.pred_len,
+         "window_step": spec.step},
     )
     ds = IterableDataset(examples)
-    if shuffle:  # reshuffles the order of this rank's shards every epoch, then a buffer shuffle
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if shuffle is not None:  # reshuffles the order of this rank's shards every epoch, then a buffer shuffle
+        ds = ds.shuffle(seed=shuffle.seed, buffer_size=shuffle.buffer)
     return ds
 
 
@@ -133,22 +156,19 @@ def collate_windows(items: list[dict]) -> dict:
     }
 
 
-def make_loader(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_size: int, *,
-                few_shot_percent: int = 100, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                shuffle_buffer: int = 10000, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                window_step: int = 1):
+def make_loader(store: SeriesStore, spec: WindowSpec, batch_size: int, *, shuffle: Shuffle | None = None,
+                rank: int = 0, world_size: int = 1, num_workers: int = 0):
     """DataLoader of batched windows (keys as window_dataset, tensors B first). No batch is dropped:
     the last one may be short. `loader.dataset.set_epoch(e)` switches to epoch e's order."""
     import torch
     from torch.utils.data import DataLoader
 
-    ds = window_dataset(store, split, seq_len, pred_len, few_shot_percent=few_shot_percent, shuffle=shuffle,
-                        window_step=window_step,
-                        seed=seed, shuffle_buffer=shuffle_buffer, rank=rank, world_size=world_size)
-    if shuffle:  # (datasets reorders shards for any non-zero epoch, so evaluation never sets one)
-        ds.set_epoch(epoch)
+    ds = window_dataset(store, spec, shuffle=shuffle, rank=rank, world_size=world_size)
+    order = shuffle or Shuffle()
+    if shuffle is not None:  # (datasets reorders shards for any non-zero epoch, so evaluation never sets one)
+        ds.set_epoch(order.epoch)
     # Own generator: creating the loader must not draw from torch's global RNG, or a resumed run
     # (RNG restored from a checkpoint, then a new loader) would see different dropout masks.
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(order.seed * 1_000_003 + order.epoch)
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_windows,
                       drop_last=False, generator=generator)

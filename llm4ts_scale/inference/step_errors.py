@@ -57,10 +57,10 @@ def step_errors(loaded, store, split: str, seq_len: int, pred_len: int, batch_si
     """(model, baseline) per-step errors on every window of `split` (single process, no window dropped);
     `loaded`: an llm4ts_scale.inference.loading.LoadedModel."""
     from llm4ts_scale.baselines.simple import baseline_forecast
-    from llm4ts_scale.data.windows import make_loader
+    from llm4ts_scale.data.windows import WindowSpec, make_loader
 
     ours, theirs = StepAccumulator(pred_len), StepAccumulator(pred_len)
-    for batch in make_loader(store, split, seq_len, pred_len, batch_size):
+    for batch in make_loader(store, WindowSpec(split, seq_len, pred_len), batch_size):
         x, y = batch["x"], batch["y"]
         ours.update(loaded.forecast(x, batch["x_mark"]), y)
         theirs.update(baseline_forecast(baseline, x, pred_len).float(), y)

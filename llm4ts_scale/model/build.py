@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm4ts_scale.model.encoder import num_patches
+from llm4ts_scale.model.encoder import CalendarSpec, Patching, num_patches
 from llm4ts_scale.model.llm4ts import LLM4TS
 
 
@@ -36,10 +36,7 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
     backbone, info = load_backbone(m.backbone, m.layers, m.quantize, m.double_quant, compute_dtype=dtype,
                                    attention=attention, init=m.backbone_init, dequantize=dequantize)
     backbone = add_lora(backbone, info.model_type, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
-    calendar_use = {"auto": None, "none": []}.get(m.calendar, m.calendar) if isinstance(m.calendar, str) else m.calendar
-    return LLM4TS(
-        backbone, info, seq_len=d.seq_len, pred_len=d.pred_len, patch_len=d.patch_len, stride=d.stride,
-        calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=m.temporal_pooling,
-        conv_kernel=m.conv_kernel, dropout=m.dropout, revin_affine=m.revin_affine, tune_norms=m.tune_norms,
-        tune_positions=m.tune_positions, embed_init=m.embed_init, calendar_init=m.calendar_init, head=m.head,
-    )
+    use = {"auto": None, "none": []}.get(m.calendar, m.calendar) if isinstance(m.calendar, str) else m.calendar
+    calendar = CalendarSpec(tuple(calendar_attrs), None if use is None else tuple(use), m.temporal_pooling,
+                            zero_init=m.calendar_init == "zero")
+    return LLM4TS(backbone, info, Patching(d.seq_len, d.patch_len, d.stride), d.pred_len, calendar, m)

@@ -6,6 +6,8 @@ patches [B, T, P] with T = (L - P) / S + 2, embeddings [B, T, D].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,30 @@ from torch import nn
 # must not depend on the data stack).
 CALENDAR_SIZES = {"month": 13, "day": 32, "weekday": 7, "hour": 24, "minute": 60, "second": 60}
 HOURLY_ATTRS = ["month", "day", "weekday", "hour"]
+
+
+@dataclass(frozen=True)
+class Patching:
+    """How a look-back of L steps becomes tokens: patches of P steps every S steps."""
+
+    seq_len: int
+    patch_len: int
+    stride: int
+
+    @property
+    def num_patches(self) -> int:
+        return num_patches(self.seq_len, self.patch_len, self.stride)
+
+
+@dataclass(frozen=True)
+class CalendarSpec:
+    """The data's calendar attributes (x_mark columns, in order), the subset that gets a table (None: all),
+    how a patch's steps are pooled (first or mean) and whether the tables start at zero."""
+
+    attrs: tuple[str, ...]
+    use: tuple[str, ...] | None = None
+    pooling: str = "first"
+    zero_init: bool = True
 
 
 def num_patches(seq_len: int, patch_len: int, stride: int) -> int:
@@ -147,19 +173,20 @@ class PatchEncoder(nn.Module):
     the residual stream, so an input 20x larger than a token embedding leaves the blocks little say.
     None keeps PyTorch's default initialization (conv: Kaiming, position table: N(0, 1)).
     `positions=False` when the backbone adds its own learned absolute positions (GPT-2's wpe).
-    `calendar_zero_init`: see TemporalEmbedding.
+    `calendar.zero_init`: see TemporalEmbedding.
     """
 
-    def __init__(self, *, seq_len: int, patch_len: int, stride: int, d_model: int, calendar_attrs: list[str],
-                 pooling: str = "first", conv_kernel: int = 3, dropout: float = 0.1, calendar_use: list[str] | None = None,
-                 embed_scale: float | None = None, positions: bool = True, calendar_zero_init: bool = True):
+    def __init__(self, patching: Patching, d_model: int, calendar: CalendarSpec, *, conv_kernel: int = 3,
+                 dropout: float = 0.1, embed_scale: float | None = None, positions: bool = True):
         super().__init__()
+        patch_len, stride = patching.patch_len, patching.stride
         self.patch_len, self.stride = patch_len, stride
-        self.num_patches = num_patches(seq_len, patch_len, stride)
+        self.num_patches = patching.num_patches
         self.token = CausalTokenConv(patch_len, d_model, conv_kernel)
         self.position = nn.Embedding(self.num_patches, d_model) if positions else None
-        self.temporal = TemporalEmbedding(calendar_attrs, d_model, patch_len, stride, pooling, use=calendar_use,
-                                          zero_init=calendar_zero_init)
+        self.temporal = TemporalEmbedding(list(calendar.attrs), d_model, patch_len, stride, calendar.pooling,
+                                          use=None if calendar.use is None else list(calendar.use),
+                                          zero_init=calendar.zero_init)
         self.dropout = nn.Dropout(dropout)
         if embed_scale is not None:
             # inputs are RevIN-normalized (unit variance): weight std s / sqrt(fan_in) gives outputs of std s

@@ -9,7 +9,7 @@ from torch import nn
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
 from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
-from llm4ts_scale.model.encoder import PatchEncoder, RevIN
+from llm4ts_scale.model.encoder import CalendarSpec, PatchEncoder, Patching, RevIN
 from llm4ts_scale.model.groups import GROUPS
 from llm4ts_scale.model.heads import AlignHead, ForecastHead
 
@@ -21,40 +21,40 @@ class LLM4TS(nn.Module):
     the LoRA adapter alone.
     """
 
-    def __init__(self, backbone: nn.Module, info: BackboneInfo, *, seq_len: int, pred_len: int, patch_len: int,
-                 stride: int, calendar_attrs: list[str], calendar_use: list[str] | None = None, pooling: str = "first",
-                 conv_kernel: int = 3, dropout: float = 0.1, revin_affine: bool = True, tune_norms: bool = True,
-                 tune_positions: bool = True, embed_init: str = "default", calendar_init: str = "zero",
-                 head: str = "flatten"):
+    def __init__(self, backbone: nn.Module, info: BackboneInfo, patching: Patching, pred_len: int,
+                 calendar: CalendarSpec, options):
+        """`options`: the run's model settings (llm4ts_scale/core/config.py:ModelConfig): conv_kernel, dropout,
+        revin_affine, tune_norms, tune_positions, embed_init and head are read from it."""
         super().__init__()
         self.info = info
-        self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, stride
-        self.calendar_attrs = list(calendar_attrs)
-        missing = [a for a in (calendar_use or []) if a not in self.calendar_attrs]
+        seq_len, patch_len = patching.seq_len, patching.patch_len
+        self.seq_len, self.pred_len, self.patch_len, self.stride = seq_len, pred_len, patch_len, patching.stride
+        self.calendar_attrs = list(calendar.attrs)
+        missing = [a for a in (calendar.use or []) if a not in self.calendar_attrs]
         if missing:
             raise UserError(f"model.calendar lists {missing[0]!r}, which this data's frequency does not resolve "
                             f"(it has {self.calendar_attrs}); choose among those, or auto/none")
         d_model = info.hidden_size
-        self.revin = RevIN(affine=revin_affine)
+        self.revin = RevIN(affine=options.revin_affine)
         # A backbone with a learned absolute position table (GPT-2's wpe) adds positions itself; a second
         # table in the encoder would only duplicate it. Rotary backbones (LLaMA, Qwen, ...) get ours.
-        self.encoder = PatchEncoder(seq_len=seq_len, patch_len=patch_len, stride=stride, d_model=d_model,
-                                    calendar_attrs=calendar_attrs, calendar_use=calendar_use, pooling=pooling,
-                                    conv_kernel=conv_kernel, dropout=dropout,
-                                    embed_scale=info.embed_std if embed_init == "backbone" else None,
-                                    positions=info.max_positions is None, calendar_zero_init=calendar_init == "zero")
+        self.encoder = PatchEncoder(patching, d_model, calendar, conv_kernel=options.conv_kernel,
+                                    dropout=options.dropout,
+                                    embed_scale=info.embed_std if options.embed_init == "backbone" else None,
+                                    positions=info.max_positions is None)
         self.num_patches = self.encoder.num_patches
         if info.max_positions is not None and self.num_patches > info.max_positions:
             raise UserError(f"{self.num_patches} patches exceed the {info.max_positions} positions of backbone "
                             f"{info.name!r}; lower data.seq_len or raise data.stride")
         self.backbone = backbone
         self.align_head = AlignHead(d_model, patch_len)
-        self.head = ForecastHead(d_model, self.num_patches, pred_len, dropout,
-                                 shortcut_len=seq_len if head == "flatten+linear" else None)
+        self.head = ForecastHead(d_model, self.num_patches, pred_len, options.dropout,
+                                 shortcut_len=seq_len if options.head == "flatten+linear" else None)
         # Backbone parameters that may train besides LoRA, by full name (stable: module structure is fixed).
-        self._norm_names = {f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)} if tune_norms else set()
+        self._norm_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)}
+                            if options.tune_norms else set())
         self._position_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_position_table)}
-                                if tune_positions else set())
+                                if options.tune_positions else set())
         self.set_trainable(set(GROUPS) - {"frozen"})
         self.train()  # from_pretrained leaves the backbone in eval mode; one mode for the whole model
 

@@ -114,10 +114,9 @@ def fit_exact_head(recipe) -> ProbeResult:
     reduce = _reducer(acc)
     design = _Design(recipe.model, unwrapped, acc.device, recipe.precision)
     features = unwrapped.num_patches * unwrapped.info.hidden_size
-    samples = sum(rank_num_samples(recipe.store, "train", d.seq_len, d.pred_len, d.few_shot_percent, r, acc.num_processes)
+    samples = sum(rank_num_samples(recipe.store, recipe.windows("train"), r, acc.num_processes)
                   for r in range(acc.num_processes))
     method = choose_method(samples, features, config.train.ridge_max_gram_features)
-    common = dict(rank=acc.process_index, world_size=acc.num_processes, device=acc.device, show_progress=recipe.main)
     was_training = recipe.model.training
     recipe.model.eval()
     pu = d.seq_len + 1 if design.shortcut else 0
@@ -126,17 +125,16 @@ def fit_exact_head(recipe) -> ProbeResult:
     train_parts: list[tuple] = []  # (u, h, t) of this rank's training rows, held for the dual and cg methods
     val_parts: list[tuple] = []
     with torch.no_grad():
-        for batch, mask in lockstep_batches(recipe.store, "train", d.seq_len, d.pred_len, recipe.eval_batch,
-                                            few_shot_percent=d.few_shot_percent, desc="exact LP: train features",
-                                            **common):
+        for batch, mask in lockstep_batches(recipe.store, recipe.windows("train"), recipe.eval_batch, recipe.topology,
+                                            desc="exact LP: train features"):
             u, h, t, _ = design(batch)
             if mask is not None:  # a rank that ran out runs masked copies (ZeRO-3 lockstep): nothing to add
                 continue
             gram.update(u, h, t)
             if method != "primal":
                 train_parts.append((u, h, t))
-        for batch, mask in lockstep_batches(recipe.store, "val", d.seq_len, d.pred_len, recipe.eval_batch,
-                                            window_step=d.val_stride, desc="exact LP: validation features", **common):
+        for batch, mask in lockstep_batches(recipe.store, recipe.windows("val"), recipe.eval_batch, recipe.topology,
+                                            desc="exact LP: validation features"):
             u, h, t, stats = design(batch)
             if mask is None:
                 val_parts.append((u, h, t, stats, batch["y"]))

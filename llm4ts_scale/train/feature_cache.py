@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from llm4ts_scale.core.precision import autocast
+from llm4ts_scale.core.topology import Topology
+from llm4ts_scale.data.windows import WindowSpec
 from llm4ts_scale.evaluation import lockstep_batches
 
 
@@ -38,19 +40,14 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def fill(self, model, store, split: str, seq_len: int, pred_len: int, batch_size: int, *, rank: int,
-             world_size: int, device: torch.device, precision: str, few_shot_percent: int = 100,
-             show_progress: bool = False, window_step: int = 1) -> FeatureCache:
-        """Run the frozen part once over this rank's windows of `split` (lockstep across ranks)."""
+    def fill(self, model, store, spec: WindowSpec, batch_size: int, topology: Topology) -> FeatureCache:
+        """Run the frozen part once over this rank's windows of `spec` (lockstep across ranks)."""
         was_training = model.training
         model.eval()
         chunks, ids = [], []
         with torch.no_grad():  # not inference_mode: the features feed the head's autograd graph later
-            for batch, _mask in lockstep_batches(store, split, seq_len, pred_len, batch_size, rank=rank,
-                                                world_size=world_size, device=device, few_shot_percent=few_shot_percent,
-                                                desc=f"LP features {split}", show_progress=show_progress,
-                                                window_step=window_step):
-                with autocast(device, precision):
+            for batch, _mask in lockstep_batches(store, spec, batch_size, topology, desc=f"LP features {spec.split}"):
+                with autocast(topology.device, topology.precision):
                     hidden = model(batch["x"], batch["x_mark"], task="features")
                 chunks.append(hidden)
                 ids.append(window_ids(batch, self.n_channels))

@@ -21,10 +21,12 @@ from llm4ts_scale.core.io import file_sha256
 from llm4ts_scale.core.log import get_logger
 from llm4ts_scale.core.metrics import write_metrics_json
 from llm4ts_scale.core.run_state import RunState
+from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.core.weights import load_tunable_state, load_weights
 from llm4ts_scale.data.corpus import describe as describe_corpus
 from llm4ts_scale.data.corpus import open_corpus
 from llm4ts_scale.data.sources import open_store
+from llm4ts_scale.data.windows import WindowSpec
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
 from llm4ts_scale.inference.export import write_export
 from llm4ts_scale.model import build_model
@@ -159,7 +161,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
                                **({"corpus": describe_corpus(corpus, config.data.seq_len, config.data.stride)}
                                   if corpus and stage == "align" else {}))
             state.save()
-        result = run_stage(accelerator, config, store, stage, stage_dir, init_state, precision, corpus=corpus)
+        result = run_stage(accelerator, config, store, stage, init_state, precision, corpus=corpus)
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val, solver=result.solver,
                                start_val=result.start_val, kept_start=result.best_epoch == 0,
@@ -211,11 +213,9 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
     device = accelerator.device
     model = load_trained_model(config, store.calendar_attrs, weights, device, precision)
     if config.train.test:  # validation was scored every epoch; run.json holds each stage's best
-        results = {"test": evaluate_split(model, store, "test", seq_len=d.seq_len, pred_len=d.pred_len,
-                                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, device.type),
-                                          task="forecast", rank=accelerator.process_index,
-                                          world_size=accelerator.num_processes, device=device, precision=precision,
-                                          show_progress=accelerator.is_main_process, num_workers=d.num_workers)}
+        results = {"test": evaluate_split(model, store, WindowSpec("test", d.seq_len, d.pred_len),
+                                          Topology.of(accelerator, precision, d.num_workers), task="forecast",
+                                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, device.type))}
     else:  # the last stage's best validation (run.json is current on the main process only)
         results = {"val": run_state.stage(config.active_stages()[-1])["val"]} if accelerator.is_main_process else {}
     run_dir = Path(config.run_dir)
@@ -250,7 +250,7 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
 
     d = config.data
     naive = MetricAccumulator()
-    for batch in make_loader(store, "test", d.seq_len, d.pred_len, 4096):
+    for batch in make_loader(store, WindowSpec("test", d.seq_len, d.pred_len), 4096):
         naive.update(baseline_forecast("naive", batch["x"], d.pred_len), batch["y"])
     out = {"naive": naive.compute()}
     lines = [f"naive:   mse {out['naive']['mse']:.6f}  mae {out['naive']['mae']:.6f}  (repeat the last value)"]

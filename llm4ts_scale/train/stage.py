@@ -28,9 +28,10 @@ from llm4ts_scale.core.io import atomic_write_json
 from llm4ts_scale.core.log import get_logger
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.stages import STAGE_NAMES, StageSpec, stage_spec
+from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.core.weights import collect_tunable_state, load_tunable_state, save_weights
 from llm4ts_scale.data.corpus import corpus_loader, corpus_rank_samples
-from llm4ts_scale.data.windows import make_loader, rank_num_samples
+from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader, rank_num_samples
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
 from llm4ts_scale.model import build_model
 from llm4ts_scale.train.checkpoints import load_checkpoint, save_checkpoint, usable_checkpoint
@@ -94,8 +95,8 @@ def steps_per_epoch(config: RunConfig, store, world_size: int, stage: str = "ft"
     if corpus:
         per_rank = [corpus_rank_samples(corpus, d.seq_len, horizon, r, world_size) for r in range(world_size)]
     else:
-        per_rank = [rank_num_samples(store, "train", d.seq_len, horizon, d.few_shot_percent, r, world_size)
-                    for r in range(world_size)]
+        spec = WindowSpec("train", d.seq_len, horizon, d.few_shot_percent)
+        per_rank = [rank_num_samples(store, spec, r, world_size) for r in range(world_size)]
     steps = min(per_rank) // d.batch_size
     if t.limit_train_batches:
         steps = min(steps, t.limit_train_batches)
@@ -145,12 +146,13 @@ def make_scheduler(optimizer, cfg, total_steps: int, steps_per_epoch: int):
 class StageRecipe:
     """Train one stage. `run()` = setup, then per epoch: train_epoch, validate, keep the best, checkpoint."""
 
-    def __init__(self, accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
+    def __init__(self, accelerator, config: RunConfig, store, stage: str, init_state: dict | None,
                  precision: str = "no", hooks: list[StageHook] | None = None, corpus=None):
         self.accelerator, self.config, self.store = accelerator, config, store
         self.spec = stage_spec(stage)
         self.stage_cfg = config.stages[stage]
-        self.stage_dir, self.init_state, self.precision = Path(stage_dir), init_state, precision
+        self.stage_dir, self.init_state, self.precision = Path(config.run_dir) / stage, init_state, precision
+        self.topology = Topology.of(accelerator, precision, config.data.num_workers)
         self.corpus = corpus if self.spec.task == "align" else None  # alignment sources besides the store's windows
         channels = sum(src.store.n_channels for src in self.corpus) if self.corpus else store.n_channels
         self.hooks = hooks if hooks is not None else [WindowChecksum(channels), FaultPoints()]
@@ -216,8 +218,8 @@ class StageRecipe:
         if t.lp_feature_cache == "on":
             return True
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        train = rank_num_samples(self.store, "train", d.seq_len, d.pred_len, d.few_shot_percent, rank, world)
-        val = rank_num_samples(self.store, "val", d.seq_len, d.pred_len, 100, rank, world, d.val_stride)
+        train = rank_num_samples(self.store, self.windows("train"), rank, world)
+        val = rank_num_samples(self.store, self.windows("val"), rank, world)
         if train + val >= self.stage_cfg.epochs * (self.steps * d.batch_size + val):
             return False
         need = cache_bytes(train + val, self.unwrapped.num_patches, self.unwrapped.info.hidden_size)
@@ -230,13 +232,9 @@ class StageRecipe:
     def fill_feature_caches(self) -> None:
         if not self.use_feature_cache():
             return
-        d, acc = self.config.data, self.accelerator
-        kwargs = dict(rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
-                      show_progress=self.main)
-        for split, few_shot, step in (("train", d.few_shot_percent, 1), ("val", 100, d.val_stride)):
+        for split in ("train", "val"):
             self.caches[split] = FeatureCache(self.store.n_channels).fill(
-                self.model, self.store, split, d.seq_len, d.pred_len, self.eval_batch, few_shot_percent=few_shot,
-                window_step=step, **kwargs)
+                self.model, self.store, self.windows(split), self.eval_batch, self.topology)
         self.log(f"LP features cached once for {len(self.caches['train'])} train and {len(self.caches['val'])} "
                  "validation windows on this rank (frozen part without dropout)")
 
@@ -248,14 +246,13 @@ class StageRecipe:
         self.model.train()
         acc.step = 0  # Accelerate's accumulation counter: every epoch starts a fresh accumulation window
         self.optimizer.zero_grad()
-        where = dict(shuffle=True, seed=self.config.seed, epoch=p.epoch, shuffle_buffer=d.shuffle_buffer,
-                     rank=acc.process_index, world_size=acc.num_processes, num_workers=d.num_workers)
+        where = dict(shuffle=Shuffle(self.config.seed, p.epoch, d.shuffle_buffer), rank=acc.process_index,
+                     world_size=acc.num_processes, num_workers=d.num_workers)
+        train = WindowSpec("train", d.seq_len, self.horizon, d.few_shot_percent)
         if self.corpus:
-            loader = corpus_loader(self.corpus, d.seq_len, self.horizon, d.batch_size,
-                                   n_attrs=len(self.store.calendar_attrs), **where)
+            loader = corpus_loader(self.corpus, train, d.batch_size, n_attrs=len(self.store.calendar_attrs), **where)
         else:
-            loader = make_loader(self.store, "train", d.seq_len, self.horizon, d.batch_size,
-                                 few_shot_percent=d.few_shot_percent, **where)
+            loader = make_loader(self.store, train, d.batch_size, **where)
         batches = itertools.islice(loader, p.step, self.steps)  # skip what a resumed run already did
         bar = tqdm(batches, total=self.steps, initial=p.step, leave=False, disable=not self.main,
                    desc=f"{self.spec.name} epoch {p.epoch + 1}/{self.stage_cfg.epochs}")
@@ -292,14 +289,17 @@ class StageRecipe:
         sums = acc.reduce(torch.tensor([p.loss_sum, p.loss_count], dtype=torch.float64, device=acc.device), "sum")
         return (sums[0] / sums[1]).item()
 
+    def windows(self, split: str) -> WindowSpec:
+        """This stage's windows of `split`: few-shot training windows, every data.val_stride-th validation one."""
+        d = self.config.data
+        if split == "train":
+            return WindowSpec("train", d.seq_len, self.horizon, d.few_shot_percent)
+        return WindowSpec(split, d.seq_len, self.horizon, step=d.val_stride if split == "val" else 1)
+
     def validate(self) -> dict:
-        d, acc = self.config.data, self.accelerator
-        return evaluate_split(
-            self.model if self.deepspeed else self.unwrapped, self.store, "val", seq_len=d.seq_len, pred_len=self.horizon,
-            batch_size=self.eval_batch, task=self.spec.task,
-            rank=acc.process_index, world_size=acc.num_processes, device=acc.device, precision=self.precision,
-            show_progress=self.main, num_workers=d.num_workers, cache=self.caches.get("val"),
-            inference=not self.deepspeed, window_step=d.val_stride)
+        return evaluate_split(self.model if self.deepspeed else self.unwrapped, self.store, self.windows("val"),
+                              self.topology, batch_size=self.eval_batch, task=self.spec.task,
+                              cache=self.caches.get("val"), inference=not self.deepspeed)
 
     def keep_if_best(self, val: dict) -> bool:
         """Write the tunable weights when validation improved (every rank joins: ZeRO-3 gathers)."""
@@ -396,6 +396,6 @@ class StageRecipe:
                            start_val=p.start_val, solver="exact" if self.exact else "sgd")
 
 
-def run_stage(accelerator, config: RunConfig, store, stage: str, stage_dir: Path, init_state: dict | None,
-              precision: str = "no", corpus=None) -> StageResult:
-    return StageRecipe(accelerator, config, store, stage, stage_dir, init_state, precision, corpus=corpus).run()
+def run_stage(accelerator, config: RunConfig, store, stage: str, init_state: dict | None, precision: str = "no",
+              corpus=None) -> StageResult:
+    return StageRecipe(accelerator, config, store, stage, init_state, precision, corpus=corpus).run()

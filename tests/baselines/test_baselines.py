@@ -16,7 +16,7 @@ import torch
 from llm4ts_scale.baselines.simple import baseline_forecast
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.metrics import MetricAccumulator
-from llm4ts_scale.data.windows import make_loader
+from llm4ts_scale.data.windows import WindowSpec, make_loader
 
 L, H = 336, 96
 
@@ -47,7 +47,7 @@ def naive_direct(etth1_csv):
 
 def test_naive_on_etth1_test_equals_numpy(etth1_store, naive_direct):
     acc = MetricAccumulator()
-    for batch in make_loader(etth1_store, "test", L, H, 1000):
+    for batch in make_loader(etth1_store, WindowSpec("test", L, H), 1000):
         acc.update(baseline_forecast("naive", batch["x"], H), batch["y"])
     got = acc.compute()
     assert got["samples"] == naive_direct["samples"] == 19495

@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 
-from llm4ts_scale.baselines.dlinear import DLinear, train_dlinear
+from llm4ts_scale.baselines.dlinear import DLinear, DLinearRecipe, train_dlinear
 from llm4ts_scale.baselines.simple import baseline_forecast
 from llm4ts_scale.core.metrics import MetricAccumulator
-from llm4ts_scale.data.windows import make_loader, rank_num_samples
+from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
 
 L, H, FEW_SHOT = 336, 96, 10
 TEST_SAMPLES = 19495  # 7 channels x 2,785 test windows
@@ -46,20 +46,20 @@ def test_decomposition_by_hand():
 @pytest.fixture(scope="module")
 def naive_test_mse(etth1_store):
     acc = MetricAccumulator()
-    for batch in make_loader(etth1_store, "test", L, H, 1000):
+    for batch in make_loader(etth1_store, WindowSpec("test", L, H), 1000):
         acc.update(baseline_forecast("naive", batch["x"], H), batch["y"])
     return acc.compute()["mse"]
 
 
 @pytest.fixture(scope="module")
 def trained(etth1_store):
-    return train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, epochs=3, seed=2023)
+    return train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, recipe=DLinearRecipe(epochs=3), seed=2023)
 
 
 def test_few_shot_training_beats_naive_on_every_test_window(trained, etth1_store, naive_test_mse):
     assert trained.test["samples"] == TEST_SAMPLES
     assert trained.val["samples"] == TEST_SAMPLES  # ETTh1 val and test both span 4 months
-    assert trained.train_windows == rank_num_samples(etth1_store, "train", L, H, FEW_SHOT) == 7 * 735
+    assert trained.train_windows == rank_num_samples(etth1_store, WindowSpec("train", L, H, FEW_SHOT)) == 7 * 735
     assert trained.test["mse"] < 0.6 * naive_test_mse  # naive is 1.29 here, DLinear about 0.5
     assert [h["epoch"] for h in trained.history] == [1, 2, 3]
     assert [h["lr"] for h in trained.history] == pytest.approx([0.005, 0.0025, 0.00125])
@@ -69,11 +69,11 @@ def test_few_shot_training_beats_naive_on_every_test_window(trained, etth1_store
 
 def test_same_seed_same_result_other_seed_differs(trained, etth1_store):
     threads = torch.get_num_threads()
-    again = train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, epochs=3, seed=2023)
+    again = train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, recipe=DLinearRecipe(epochs=3), seed=2023)
     assert torch.get_num_threads() == threads  # trains on one thread, then restores the caller's setting
     assert again.test["mse"] == trained.test["mse"]
     assert again.history == trained.history
-    other = train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, epochs=1, seed=2024)
+    other = train_dlinear(etth1_store, L, H, few_shot_percent=FEW_SHOT, recipe=DLinearRecipe(epochs=1), seed=2024)
     assert other.history[0]["train_loss"] != trained.history[0]["train_loss"]
 
 

@@ -16,6 +16,7 @@ from launching import child_env, cli, launch_train, tiny_run_overrides
 from llm4ts_scale.core.weights import load_weights
 from llm4ts_scale.data.corpus import corpus_loader, corpus_rank_samples, open_corpus
 from llm4ts_scale.data.synthetic import SyntheticStore, kernelsynth_series
+from llm4ts_scale.data.windows import Shuffle, WindowSpec
 
 L, S = 96, 8
 SYNTH = {"path": "synthetic:kernelsynth", "series": 30, "length": 400}
@@ -25,8 +26,8 @@ def _ids(sources, world=1, rank=0, epoch=0, workers=0):
     """(source, channel, start) of every window a rank streams in one epoch."""
     offsets = np.cumsum([0] + [s.store.n_channels for s in sources])
     out = []
-    for batch in corpus_loader(sources, L, S, 256, n_attrs=4, seed=7, epoch=epoch, rank=rank, world_size=world,
-                               num_workers=workers):
+    for batch in corpus_loader(sources, WindowSpec("train", L, S), 256, n_attrs=4, shuffle=Shuffle(seed=7, epoch=epoch),
+                               rank=rank, world_size=world, num_workers=workers):
         for channel, start in zip(batch["channel"].tolist(), batch["start"].tolist()):
             source = int(np.searchsorted(offsets, channel, side="right") - 1)
             out.append((source, channel - int(offsets[source]), start))

@@ -13,7 +13,7 @@ import pytest
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.data.sources import open_store
 from llm4ts_scale.data.store import SeriesStore
-from llm4ts_scale.data.windows import make_loader
+from llm4ts_scale.data.windows import WindowSpec, make_loader
 
 # (fixture, L, H, TSLib borders computed by hand from docs/ARCHITECTURE.md section 4)
 ETT = ("etth1", 336, 96, {"train": (0, 8640), "val": (8640 - 336, 11520), "test": (11520 - 336, 14400)})
@@ -71,7 +71,7 @@ def test_first_and_last_test_windows_equal_scaled_csv(case):
     store, df, L, H, borders = case
     scaled = _scaled(df, borders["train"][1])
     start, end = borders["test"]
-    batches = list(make_loader(store, "test", L, H, batch_size=1000))
+    batches = list(make_loader(store, WindowSpec("test", L, H), 1000))
     got = {k: np.concatenate([b[k].numpy() for b in batches]) for k in batches[0]}
     assert len(got["x"]) == store.num_samples("test", L, H)
     C = scaled.shape[1]
@@ -93,7 +93,7 @@ def test_few_shot_ten_percent_count(case):
     train_end = (borders["train"][1] - L) * 10 // 100 + L
     expected = C * (train_end - L - H + 1)
     assert store.split_range("train", L, 10) == (0, train_end)
-    streamed = sum(len(b["x"]) for b in make_loader(store, "train", L, H, 256, few_shot_percent=10))
+    streamed = sum(len(b["x"]) for b in make_loader(store, WindowSpec("train", L, H, 10), 256))
     assert store.num_samples("train", L, H, 10) == expected == streamed
     assert store.num_samples("val", L, H, 10) == store.num_samples("val", L, H)  # val/test unchanged
 

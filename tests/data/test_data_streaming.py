@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from llm4ts_scale.data.windows import make_loader, plan_shards, rank_num_samples, window_dataset
+from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader, plan_shards, rank_num_samples, window_dataset
 
 L, H = 336, 96
 
@@ -28,10 +28,10 @@ def _expected(store, split, seq_len, pred_len, few_shot=100) -> set[tuple[int, i
 def test_two_ranks_two_workers_cover_every_training_window_once(etth1_store):
     seen = []
     for rank in range(2):
-        loader = make_loader(etth1_store, "train", L, H, 128, shuffle=True, seed=3, epoch=1, rank=rank,
-                             world_size=2, num_workers=2)
+        loader = make_loader(etth1_store, WindowSpec("train", L, H), 128,
+                             shuffle=Shuffle(3, 1), rank=rank, world_size=2, num_workers=2)
         pairs = _pairs(loader)
-        assert len(pairs) == rank_num_samples(etth1_store, "train", L, H, 100, rank, 2)
+        assert len(pairs) == rank_num_samples(etth1_store, WindowSpec("train", L, H), rank, 2)
         seen.extend(pairs)
     counts = Counter(seen)
     assert max(counts.values()) == 1
@@ -41,8 +41,7 @@ def test_two_ranks_two_workers_cover_every_training_window_once(etth1_store):
 
 def test_epochs_and_seeds_change_the_order_but_not_the_set(etth1_store):
     def order(seed, epoch):
-        return _pairs(make_loader(etth1_store, "train", L, H, 512, shuffle=True, seed=seed, epoch=epoch,
-                                  few_shot_percent=20))
+        return _pairs(make_loader(etth1_store, WindowSpec("train", L, H, 20), 512, shuffle=Shuffle(seed, epoch)))
 
     base = order(0, 0)
     assert order(0, 0) == base  # reproducible
@@ -54,7 +53,7 @@ def test_epochs_and_seeds_change_the_order_but_not_the_set(etth1_store):
 
 
 def test_set_epoch_on_an_existing_dataset_changes_the_order(ili_store):
-    ds = window_dataset(ili_store, "train", 36, 24, shuffle=True, seed=0, shuffle_buffer=100)
+    ds = window_dataset(ili_store, WindowSpec("train", 36, 24), shuffle=Shuffle(0, buffer=100))
     first = [(ex["start"], ex["channel"]) for ex in ds]
     ds.set_epoch(1)
     second = [(ex["start"], ex["channel"]) for ex in ds]
@@ -62,12 +61,12 @@ def test_set_epoch_on_an_existing_dataset_changes_the_order(ili_store):
 
 
 def test_evaluation_order_is_fixed_and_rank_split_is_exact(etth1_store):
-    once = _pairs(make_loader(etth1_store, "test", L, H, 256))
-    assert _pairs(make_loader(etth1_store, "test", L, H, 100, epoch=5)) == once
+    once = _pairs(make_loader(etth1_store, WindowSpec("test", L, H), 256))
+    assert _pairs(make_loader(etth1_store, WindowSpec("test", L, H), 100)) == once
     assert once == sorted(once, key=lambda p: (p[1], p[0]))  # channel by channel, time ascending
-    parts = [_pairs(make_loader(etth1_store, "test", L, H, 256, rank=r, world_size=3)) for r in range(3)]
+    parts = [_pairs(make_loader(etth1_store, WindowSpec("test", L, H), 256, rank=r, world_size=3)) for r in range(3)]
     assert sorted(sum(parts, [])) == sorted(once)
-    assert [len(p) for p in parts] == [rank_num_samples(etth1_store, "test", L, H, 100, r, 3) for r in range(3)]
+    assert [len(p) for p in parts] == [rank_num_samples(etth1_store, WindowSpec("test", L, H), r, 3) for r in range(3)]
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 5])
@@ -75,9 +74,9 @@ def test_rank_num_samples_matches_stream_for_every_epoch(ili_store, world_size):
     for epoch in (0, 1):
         total = []
         for rank in range(world_size):
-            pairs = _pairs(make_loader(ili_store, "train", 36, 24, 64, shuffle=True, seed=7, epoch=epoch,
-                                       rank=rank, world_size=world_size))
-            assert len(pairs) == rank_num_samples(ili_store, "train", 36, 24, 100, rank, world_size)
+            pairs = _pairs(make_loader(ili_store, WindowSpec("train", 36, 24), 64,
+                                       shuffle=Shuffle(7, epoch), rank=rank, world_size=world_size))
+            assert len(pairs) == rank_num_samples(ili_store, WindowSpec("train", 36, 24), rank, world_size)
             total.extend(pairs)
         assert Counter(total) == Counter(_expected(ili_store, "train", 36, 24))
 
@@ -86,22 +85,22 @@ def test_tiny_split_with_more_ranks_than_windows(ili_store):
     # val spans 97 + 36 rows: with L=36, H=96 that is 2 windows per channel, 14 samples for 16 ranks
     counts = []
     for rank in range(16):
-        n = rank_num_samples(ili_store, "val", 36, 96, 100, rank, 16)
-        assert n == len(_pairs(make_loader(ili_store, "val", 36, 96, 8, rank=rank, world_size=16)))
+        n = rank_num_samples(ili_store, WindowSpec("val", 36, 96), rank, 16)
+        assert n == len(_pairs(make_loader(ili_store, WindowSpec("val", 36, 96), 8, rank=rank, world_size=16)))
         counts.append(n)
     assert sum(counts) == ili_store.num_samples("val", 36, 96) == 14
     assert sorted(counts) == [0, 0] + [1] * 14
 
 
 def test_shards_partition_the_windows(etth1_store):
-    shards = plan_shards(etth1_store, "train", L, H, 100, world_size=4)
+    shards = plan_shards(etth1_store, WindowSpec("train", L, H), world_size=4)
     assert len(shards) % 4 == 0 and len(shards) >= 4 * 8
     covered = Counter((c, w) for c, first, end in shards for w in range(first, end))
     assert max(covered.values()) == 1 and len(covered) == etth1_store.num_samples("train", L, H)
 
 
 def test_sample_fields(ili_store):
-    ex = next(iter(window_dataset(ili_store, "test", 36, 24)))
+    ex = next(iter(window_dataset(ili_store, WindowSpec("test", 36, 24))))
     assert ex["x"].shape == (36,) and ex["y"].shape == (24,)
     assert ex["x_mark"].shape == (36, 2) and ex["y_mark"].shape == (24, 2)
     assert str(ex["x"].dtype) == "float32" and str(ex["x_mark"].dtype) == "int64"
@@ -134,7 +133,7 @@ def test_batches_mix_as_many_places_as_an_iid_shuffle(long_store):
     iid = groups * (1 - (1 - 1 / groups) ** B)  # expected distinct (channel, block) places in B i.i.d. draws
     start, _ = long_store.split_range("train", L)
     distinct = []
-    loader = make_loader(long_store, "train", L, H, B, shuffle=True, seed=1, epoch=0, shuffle_buffer=10_000)
+    loader = make_loader(long_store, WindowSpec("train", L, H), B, shuffle=Shuffle(1, 0, 10_000))
     for i, batch in enumerate(loader):
         if i == 30:
             break
@@ -146,8 +145,8 @@ def test_batches_mix_as_many_places_as_an_iid_shuffle(long_store):
 def test_each_epoch_reorders_a_ranks_shards_but_keeps_its_windows(etth1_store):
     firsts, sets = [], []
     for epoch in (0, 1):
-        pairs = _pairs(make_loader(etth1_store, "train", L, H, 256, shuffle=True, seed=5, epoch=epoch, rank=1,
-                                   world_size=2, shuffle_buffer=64))
+        pairs = _pairs(make_loader(etth1_store, WindowSpec("train", L, H), 256,
+                                   shuffle=Shuffle(5, epoch, 64), rank=1, world_size=2))
         firsts.append(pairs[:256])
         sets.append(Counter(pairs))
     assert sets[0] == sets[1] and max(sets[0].values()) == 1  # the same windows, once each

@@ -5,8 +5,10 @@ import torch
 
 from llm4ts_scale.model.encoder import (
     CALENDAR_SIZES,
+    CalendarSpec,
     CausalTokenConv,
     PatchEncoder,
+    Patching,
     RevIN,
     TemporalEmbedding,
     num_patches,
@@ -75,8 +77,7 @@ def test_temporal_first_pooling_uses_the_patch_first_timestamp():
 
 def test_encoder_output_differs_for_windows_that_differ_only_in_timestamps():
     torch.manual_seed(0)
-    enc = PatchEncoder(seq_len=48, patch_len=8, stride=4, d_model=16, calendar_attrs=["weekday", "hour"],
-                       calendar_zero_init=False).eval()
+    enc = PatchEncoder(Patching(48, 8, 4), 16, CalendarSpec(("weekday", "hour"), zero_init=False)).eval()
     z = torch.randn(1, 48)
     marks = torch.stack([torch.zeros(1, 48, dtype=torch.long), torch.arange(48).view(1, 48) % 24], -1)
     shifted = marks.clone()
@@ -88,7 +89,7 @@ def test_zero_initialized_calendar_tables_learn_only_the_values_training_sees():
     """A calendar value never seen in training (a month outside a few-shot split) adds nothing at test time,
     while the values training indexes get gradients from the first step."""
     torch.manual_seed(0)
-    enc = PatchEncoder(seq_len=48, patch_len=8, stride=4, d_model=16, calendar_attrs=["month", "hour"]).train()
+    enc = PatchEncoder(Patching(48, 8, 4), 16, CalendarSpec(("month", "hour"))).train()
     enc.dropout.p = 0.0
     z = torch.randn(2, 48)
     seen = torch.stack([torch.full((2, 48), 7), torch.arange(48).expand(2, 48) % 24], -1)

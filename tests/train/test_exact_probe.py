@@ -15,7 +15,7 @@ from launching import data_dir, launch_train, tiny_run_overrides
 
 from llm4ts_scale.core.weights import load_weights
 from llm4ts_scale.data.sources import open_store
-from llm4ts_scale.data.windows import make_loader
+from llm4ts_scale.data.windows import WindowSpec, make_loader
 from llm4ts_scale.inference.export import load_exported_model
 
 L, H = 96, 24
@@ -41,7 +41,7 @@ def _frozen_design(run_dir, few_shot):
     store = open_store(data_dir() / "ETTh1.csv")
     us, hs, ts = [], [], []
     with torch.no_grad():
-        for batch in make_loader(store, "train", L, H, 512, few_shot_percent=few_shot):
+        for batch in make_loader(store, WindowSpec("train", L, H, few_shot), 512):
             stats = model.revin.statistics(batch["x"])
             z = model.revin.normalize(batch["x"], stats)
             hs.append(model(batch["x"], batch["x_mark"], task="features").flatten(1).double())
@@ -113,7 +113,7 @@ def test_shortcut_with_an_infinite_llm_penalty_forecasts_as_rlinear(backbone, tm
     model, _, _, _ = load_exported_model(tmp_path / "run")
     store = open_store(data_dir() / "ETTh1.csv")
     rlinear = fit_rlinear(store, L, H, few_shot_percent=10, score_test=False)
-    batch = next(iter(make_loader(store, "test", L, H, 2048)))
+    batch = next(iter(make_loader(store, WindowSpec("test", L, H), 2048)))
     with torch.no_grad():
         ours = model(batch["x"], batch["x_mark"]).double()
     theirs = forecast(rlinear.weight, batch["x"])

@@ -209,7 +209,7 @@ def test_an_epoch_leaves_no_stale_gradient_with_grad_accum(etth1_store, tmp_path
                                 "train.limit_train_batches=10", "train.log_with=none", f"run_dir={tmp_path / 'run'}"])
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
     try:
-        recipe = StageRecipe(accelerator, config, etth1_store, "ft", tmp_path / "run" / "ft", None, "no")
+        recipe = StageRecipe(accelerator, config, etth1_store, "ft", None, "no")
         recipe.setup()
         assert recipe.steps == 9
         for epoch in range(2):
