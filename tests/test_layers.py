@@ -84,3 +84,28 @@ def test_only_the_command_line_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 printing.append(f"{where}:{node.lineno}")
     assert not printing, printing
+
+
+def test_objects_create_their_state_in_init():
+    """Every attribute a method sets is created in __init__ (or is a dataclass field), so a class reads whole."""
+    inherited = {("_Console", "stream")}  # logging.StreamHandler's own attribute
+    late = []
+    for path in PACKAGE.rglob("*.py"):
+        for cls in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            created = {f.target.id for f in cls.body if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)}
+            later = {}
+            for fn in cls.body:
+                if not isinstance(fn, ast.FunctionDef):
+                    continue
+                for node in ast.walk(fn):
+                    if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                            and isinstance(node.value, ast.Name) and node.value.id == "self"):
+                        if fn.name in ("__init__", "__post_init__"):
+                            created.add(node.attr)
+                        else:
+                            later.setdefault(node.attr, fn.name)
+            late += [f"{path.relative_to(PACKAGE)}:{cls.name}.{attr} (set in {where})" for attr, where in later.items()
+                     if attr not in created and (cls.name, attr) not in inherited]
+    assert not late, late

@@ -99,6 +99,7 @@ class SyntheticStore:
         self.columns = [f"s{i}" for i in range(self.n_channels)]
         self.calendar_attrs: list[str] = []
         self.split_rule = "train-only"
+        self._cached = None  # the generated-series cache, built on first read (per DataLoader worker)
         self.borders = {"train": [0, self.n_rows], "val": [self.n_rows, self.n_rows], "test": [self.n_rows, self.n_rows]}
         payload = {"kind": kind, "series": self.n_channels, "length": self.n_rows, "seed": self.seed,
                    "periods": list(self.periods), "generator": 1}
@@ -130,7 +131,7 @@ class SyntheticStore:
     @property
     def _cache(self):
         """Generated series are kept up to CACHE_BYTES (shards of a series come in random order)."""
-        if getattr(self, "_cached", None) is None:
+        if self._cached is None:
             self._cached = lru_cache(maxsize=max(16, CACHE_BYTES // (4 * self.n_rows)))(_generate)
         return self._cached
 

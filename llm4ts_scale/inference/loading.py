@@ -31,7 +31,7 @@ class LoadedModel:
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
         """[B, H] in the standardized units of x, in the run's precision."""
         with torch.inference_mode(), autocast(self.device, self.precision):
-            return self.model(x.to(self.device), x_mark.to(self.device), task="forecast").float()
+            return self.model.forecast(x.to(self.device), x_mark.to(self.device)).float()
 
 
 def default_device() -> torch.device:

@@ -60,26 +60,35 @@ class LLM4TS(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast",
-                future: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
-        """forecast: [B, H] in the input's units; align: (pred, target), each [B, T-1, P], normalized;
-        features: the backbone's hidden states [B, T, D] (what linear probing may cache).
-
-        future [B, S]: the S values after the look-back, the last alignment target.
-        hidden: cached features for `forecast`, in place of running the encoder and backbone.
-        """
+    def forecast(self, x: torch.Tensor, x_mark: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H] forecasts in the input's units; `hidden`: cached features in place of encoder + backbone."""
         stats = self.revin.statistics(x)
         z = self.revin.normalize(x, stats)
+        h = self.hidden(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
+        return self.revin.denormalize(self.head(h, z), stats)
+
+    def align(self, x: torch.Tensor, x_mark: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, target), each [B, T-1, P] normalized; `future` [B, S]: the S values after the look-back."""
+        stats = self.revin.statistics(x)
+        return self.align_normalized(self.revin.normalize(x, stats), self.revin.normalize(future, stats), x_mark)
+
+    def features(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
+        """The backbone's hidden states [B, T, D]: what linear probing reads (and may cache)."""
+        return self.hidden(self.revin.normalize(x, self.revin.statistics(x)), x_mark)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast",
+                future: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
+        """One entry for wrappers that only call forward (a DeepSpeed engine, DDP): `task` picks forecast,
+        align or features above. Code holding the plain module calls those methods directly."""
         if task == "align":
             if future is None:
                 raise ValueError("task 'align' needs future: the S values that follow the look-back")
-            return self.align_normalized(z, self.revin.normalize(future, stats), x_mark)
+            return self.align(x, x_mark, future)
         if task == "features":
-            return self.hidden(z, x_mark)
+            return self.features(x, x_mark)
         if task != "forecast":
             raise ValueError(f"task must be 'forecast', 'align' or 'features', got {task!r}")
-        h = self.hidden(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
-        return self.revin.denormalize(self.head(h, z), stats)
+        return self.forecast(x, x_mark, hidden)
 
     def align_normalized(self, z: torch.Tensor, z_future: torch.Tensor, x_mark: torch.Tensor):
         """Next-patch prediction on the RevIN-normalized series z (before the affine, which is learnable

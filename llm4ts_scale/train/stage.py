@@ -170,6 +170,15 @@ class StageRecipe:
         self.guards_start = (self.spec.task == "forecast" and not self.exact and init_state is not None
                              and any(stage_spec(name).task == "forecast" for name in earlier))
         self.eval_batch = eval_batch_size(config.data.eval_batch_size, config.data.batch_size, accelerator.device.type)
+        self.ckpt_root = self.stage_dir / "checkpoints"
+        self.best_path = self.stage_dir / "best.safetensors"
+        # Built by setup(): the model and optimizer go through the accelerator's prepare.
+        self.started = 0.0
+        self.model = self.unwrapped = self.optimizer = self.scheduler = None
+        self.params: list[torch.nn.Parameter] = []
+        self.trainable = self.steps = 0
+        self.deepspeed = False
+        self.telemetry: StageTelemetry | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -193,8 +202,6 @@ class StageRecipe:
         self.unwrapped = acc.unwrap_model(self.model)
         self.telemetry = StageTelemetry(self.trainable)
         self.hooks.append(self.telemetry)
-        self.ckpt_root = self.stage_dir / "checkpoints"
-        self.best_path = self.stage_dir / "best.safetensors"
         latest = usable_checkpoint(self.ckpt_root, self.main)
         if latest is not None:
             self.progress = Progress.from_dict(load_checkpoint(acc, latest))
