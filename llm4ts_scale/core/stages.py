@@ -30,7 +30,7 @@ class StageSpec:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("align", "align", frozenset({"align_head", "lora", "norms", "embeddings", "positions"}),
-              keeps_align_head=True, title="align (next-patch MSE)", default_epochs=1, default_lr=1.0e-3),
+              keeps_align_head=True, title="align (next-patch MSE)", default_epochs=3, default_lr=1.0e-3),
     StageSpec("lp", "forecast", frozenset({"head"}),
               keeps_align_head=False, title="lp (forecast MSE)", default_epochs=10, default_lr=1.0e-4,
               default_solver="exact"),
