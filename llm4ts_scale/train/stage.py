@@ -255,7 +255,7 @@ class StageRecipe:
         self.optimizer.zero_grad()
         where = dict(shuffle=Shuffle(self.config.seed, p.epoch, d.shuffle_buffer), rank=acc.process_index,
                      world_size=acc.num_processes, num_workers=d.num_workers)
-        train = WindowSpec("train", d.seq_len, self.horizon, d.few_shot_percent)
+        train = self.windows("train")
         if self.corpus:
             loader = corpus_loader(self.corpus, train, d.batch_size, n_attrs=len(self.store.calendar_attrs), **where)
         else:
