@@ -4,6 +4,9 @@
                         [--split test] [--period N] [--out metrics.json]
   llm4ts-scale evaluate --data DATA --baseline dlinear --seq-len L --pred-len H
                         [--few-shot-percent P] [--epochs N] [--lr X] [--seed S] [--split test] [--out metrics.json]
+  llm4ts-scale evaluate --data DATA --baseline patchtst --seq-len L --pred-len H
+                        [--few-shot-percent P] [--epochs N] [--lr X] [--seed S] [--set key=value ...] [--split test]
+                        [--out metrics.json]
   llm4ts-scale evaluate --data DATA --baseline rlinear --seq-len L --pred-len H [--few-shot-percent P]
                         [--split test] [--out metrics.json]
   llm4ts-scale evaluate RUN_DIR [--split test] [--out metrics.json]
@@ -11,8 +14,10 @@
 Baselines go through the same windows and metric code as models: metrics are on the
 standardized scale, `samples` counts the (window, channel) pairs scored.
 
-dlinear is trained first (on train, few-shot honoured; the best-validation epoch is kept), then
-scored on --split (val or test); --out writes both {"val": ..., "test": ...}.
+dlinear and patchtst are trained first (on train, few-shot honoured; the best-validation epoch is kept),
+then scored on --split (val or test); --out writes both {"val": ..., "test": ...}. patchtst is PatchTST
+(Nie et al. 2023) from random weights, the official ETTh1 setting by default; --set changes its recipe
+(llm4ts_scale/baselines/patchtst.py:PatchTSTRecipe), e.g. --set patch_len=24 stride=2 lr=0.0025 batch_size=16.
 rlinear (RevIN + ridge regression on the look-back, Li et al. 2023) is solved in closed form on train
 (few-shot honoured), its penalty chosen on every validation window; --out writes val and test.
 """
@@ -20,13 +25,16 @@ rlinear (RevIN + ridge regression on the look-back, Li et al. 2023) is solved in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from llm4ts_scale.core.config import Fill, choices
 
-# Training flags of --baseline dlinear: (flag, attribute, default); None in args means "not given".
-_DLINEAR_FLAGS = (("--few-shot-percent", "few_shot_percent", 100), ("--epochs", "epochs", 10),
-                  ("--lr", "lr", 0.005), ("--seed", "seed", 2023))
+# Training flags of the trained baselines (dlinear, patchtst): (flag, attribute, default); None in args means
+# "not given", and the baseline's own recipe default applies (a None default here).
+_TRAINING_FLAGS = (("--few-shot-percent", "few_shot_percent", 100), ("--epochs", "epochs", None),
+                   ("--lr", "lr", None), ("--seed", "seed", 2023))
+TRAINED = ("dlinear", "patchtst")
 
 
 def add_parser(subparsers) -> None:
@@ -34,9 +42,10 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR", help="a trained run directory")
     p.add_argument("--data", default=None, help="CSV/Parquet file, prepared store dir, or dataset NAME")
-    p.add_argument("--baseline", default=None, choices=("naive", "seasonal", "mean", "dlinear", "rlinear"),
+    p.add_argument("--baseline", default=None, choices=("naive", "seasonal", "mean", "dlinear", "patchtst", "rlinear"),
                    help="naive: repeat the last value; seasonal: repeat the last --period values; "
                         "mean: look-back mean; dlinear: train DLinear (Zeng et al. 2023) on train, then score; "
+                        "patchtst: train PatchTST (Nie et al. 2023) from scratch on train, then score; "
                         "rlinear: RevIN + ridge on the look-back, closed form, penalty chosen on validation")
     p.add_argument("--seq-len", type=int, default=None, help="look-back L for baselines (default 336)")
     p.add_argument("--pred-len", type=int, default=None, help="horizon H for baselines (default 96)")
@@ -45,13 +54,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="windows per scoring batch (does not change the "
                                                                "result; dlinear trains with batch 32)")
     p.add_argument("--few-shot-percent", type=int, default=None,
-                   help="dlinear, rlinear: train on the first P%% of the train split (default 100)")
-    p.add_argument("--epochs", type=int, default=None, help="dlinear: at most N epochs (default 10; early stopping "
-                                                            "after 3 without a better validation MSE)")
-    p.add_argument("--lr", type=float, default=None, help="dlinear: Adam learning rate, halved every epoch "
-                                                          "(default 0.005)")
-    p.add_argument("--seed", type=int, default=None, help="dlinear: seed of the initial weights and the shuffle "
-                                                          "order (default 2023)")
+                   help="dlinear, patchtst, rlinear: train on the first P%% of the train split (default 100)")
+    p.add_argument("--epochs", type=int, default=None, help="dlinear, patchtst: at most N epochs (dlinear 10, early "
+                                                            "stopping after 3 without a better validation MSE; "
+                                                            "patchtst 100, after 10)")
+    p.add_argument("--lr", type=float, default=None, help="dlinear, patchtst: Adam learning rate (dlinear 0.005, "
+                                                          "halved every epoch; patchtst 1e-4)")
+    p.add_argument("--seed", type=int, default=None, help="dlinear, patchtst: seed of the initial weights, dropout "
+                                                          "and the shuffle order (default 2023)")
+    p.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="patchtst: recipe fields, e.g. patch_len=24 stride=2 d_model=128 layers=3 val_stride=4")
     p.add_argument("--split-rule", default="auto", help="how to split a CSV given as --data: auto, ett-hourly, "
                                                         "ett-minute, ratio")
     p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
@@ -87,11 +99,14 @@ def run(args: argparse.Namespace) -> int | None:
         raise UserError("nothing to evaluate: give a RUN_DIR, or --baseline naive|seasonal|mean|dlinear with --data")
     if args.data is None:
         raise UserError("--baseline needs --data (a CSV/Parquet file, store dir or dataset name)")
-    if args.baseline == "dlinear":
-        return _run_dlinear(args)
-    for flag, attr, _ in _DLINEAR_FLAGS:
+    if args.set is not None and args.baseline != "patchtst":
+        raise UserError(f"--set only applies to --baseline patchtst, not {args.baseline}; drop it")
+    if args.baseline in TRAINED:
+        return _run_trained(args)
+    for flag, attr, _ in _TRAINING_FLAGS:
         if getattr(args, attr) is not None and not (args.baseline == "rlinear" and attr == "few_shot_percent"):
-            raise UserError(f"{flag} only applies to --baseline dlinear ({args.baseline} trains no epochs); drop it")
+            raise UserError(f"{flag} only applies to --baseline {' or '.join(TRAINED)} ({args.baseline} trains no "
+                            "epochs); drop it")
     if args.baseline == "rlinear":
         return _run_rlinear(args)
     return _run_baseline(args)
@@ -138,7 +153,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
 
 def _trained_baseline_store(args: argparse.Namespace, few_shot: int):
-    """Checks shared by the baselines that fit on the train split (dlinear, rlinear); returns
+    """Checks shared by the baselines that fit on the train split (dlinear, patchtst, rlinear); returns
     (store, seq_len, pred_len, split)."""
     from llm4ts_scale.core.errors import UserError
     from llm4ts_scale.data.sources import open_store
@@ -184,28 +199,47 @@ def _run_rlinear(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dlinear(args: argparse.Namespace) -> int:
+def _run_trained(args: argparse.Namespace) -> int:
+    """dlinear or patchtst: trained on the train split, the best-validation epoch kept, then scored."""
     from llm4ts_scale.core.errors import UserError
 
     few_shot, epochs, lr, seed = (getattr(args, attr) if getattr(args, attr) is not None else default
-                                  for _, attr, default in _DLINEAR_FLAGS)
-    if epochs <= 0:
+                                  for _, attr, default in _TRAINING_FLAGS)
+    if epochs is not None and epochs <= 0:
         raise UserError(f"--epochs must be positive, got {epochs}")
-    if not 0 < lr < float("inf"):  # also refuses nan
+    if lr is not None and not 0 < lr < float("inf"):  # also refuses nan
         raise UserError(f"--lr must be a positive number, got {lr}")
+    if args.baseline == "patchtst":  # the recipe first: a bad --set is refused before data is opened
+        from llm4ts_scale.baselines.patchtst import recipe_from_pairs
+
+        recipe = recipe_from_pairs([*(args.set or []), *([f"epochs={epochs}"] if epochs else []),
+                                    *([f"lr={lr}"] if lr else []), f"eval_batch_size={args.batch_size}"])
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.baselines.dlinear import DLinearRecipe, train_dlinear
     from llm4ts_scale.core.metrics import write_metrics_json
 
-    result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
-                           recipe=DLinearRecipe(epochs=epochs, lr=lr, eval_batch_size=args.batch_size))
+    if args.baseline == "patchtst":
+        from llm4ts_scale.baselines.patchtst import train_patchtst
+
+        if recipe.patch_len > seq_len:
+            raise UserError(f"--set patch_len={recipe.patch_len} exceeds --seq-len {seq_len}; lower it")
+        result = train_patchtst(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
+                                recipe=recipe)
+        settings = {"lr": recipe.lr, "recipe": dataclasses.asdict(recipe)}
+    else:
+        from llm4ts_scale.baselines.dlinear import DLinearRecipe, train_dlinear
+
+        recipe = DLinearRecipe(**({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
+                               eval_batch_size=args.batch_size)
+        result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
+                               recipe=recipe)
+        settings = {"lr": recipe.lr}
     if args.out:
         write_metrics_json(args.out, {"val": result.val, "test": result.test})
     chosen = result.test if split == "test" else result.val
-    print(json.dumps({**chosen, "split": split, "baseline": "dlinear", "seq_len": seq_len, "pred_len": pred_len,
+    print(json.dumps({**chosen, "split": split, "baseline": args.baseline, "seq_len": seq_len, "pred_len": pred_len,
                       "scale": "standardized", "data_fingerprint": store.fingerprint, "val_mse": result.val["mse"],
-                      "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, "lr": lr,
+                      "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, **settings,
                       "few_shot_percent": few_shot, "train_windows": result.train_windows,
                       "wall_time_s": round(result.wall_time_s, 3)}))
     return 0

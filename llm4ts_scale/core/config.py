@@ -27,9 +27,10 @@ Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
 Quantize = Literal["nf4", "fp4", "none"]
 Switch = Literal["auto", "on", "off"]
 Pooling = Literal["first", "mean"]
+ReadPool = Literal["flatten", "mean", "last"]  # what the forecasting head reads of the chosen layers' tokens
 EmbedInit = Literal["default", "backbone"]
 CalendarInit = Literal["zero", "normal"]
-BackboneInit = Literal["pretrained", "random"]
+BackboneInit = Literal["pretrained", "random", "scratch"]  # scratch: random weights that train end to end
 Attention = Literal["auto", "eager", "sdpa", "flash_attention_2"]
 Schedule = Literal["cosine", "constant", "type1", "type3"]
 Precision = Literal["auto", "no", "bf16"]
@@ -83,14 +84,20 @@ class ModelConfig:
     calendar: Any = "none"  # none | auto (every attribute the data's frequency resolves) | a list, e.g. [hour,weekday]
     calendar_init: CalendarInit = "zero"  # zero: unseen calendar values add nothing | normal: N(0, 1), PyTorch's
     embed_init: EmbedInit = "default"  # default: PyTorch's | backbone: encoder output on the LLM's embedding scale
-    backbone_init: BackboneInit = "pretrained"  # random: same architecture, fresh weights (does the LLM matter?)
+    # random: same architecture, fresh frozen weights (does the LLM matter?); scratch: fresh weights that train
+    # in align and ft like every other group (Tan et al. 2024's ablation: the architecture without its pretraining)
+    backbone_init: BackboneInit = "pretrained"
     aligned_from: Optional[str] = None  # an aligned backbone (run dir or align/export/): replaces the align stage
     attention: Attention = "auto"  # auto: measured per device and token count
     revin_affine: bool = True
     conv_kernel: int = 3
     dropout: float = 0.1
     head: HeadKind = "flatten+linear"  # + Linear(L -> H) of the RevIN-normalized look-back; flatten: the official head
-
+    # The hidden states the forecasting head reads: last (block K's, the official head) | all (blocks 1..K, side by
+    # side: exact LP then weighs the layers by ridge) | a list of blocks, e.g. [1, 2]; each block below K through
+    # the backbone's final norm, so that every layer enters on the same scale.
+    read_layers: Any = "last"
+    read_pool: ReadPool = "flatten"  # flatten: every token (official) | mean over tokens | last token
 
 @dataclass
 class StageConfig:
@@ -374,6 +381,14 @@ def validate(c: RunConfig) -> None:
     _check(0 <= m.lora.dropout < 1, "model.lora.dropout must be in [0, 1)")
     _check(m.lora.targets == "auto" or (isinstance(m.lora.targets, list) and all(isinstance(x, str) for x in m.lora.targets)),
            "model.lora.targets must be auto or a list of module names, e.g. [q_proj,v_proj]")
+    _check(m.backbone_init != "scratch" or m.quantize == "none",
+           f"model.backbone_init=scratch trains the backbone's weights, which {m.quantize} 4-bit weights cannot; "
+           "set model.quantize=none")
+    _check(m.read_layers in ("last", "all") or (isinstance(m.read_layers, list) and m.read_layers
+                                                and all(isinstance(k, int) and not isinstance(k, bool)
+                                                        and 1 <= k <= m.layers for k in m.read_layers)),
+           f"model.read_layers must be last, all or a list of blocks between 1 and model.layers={m.layers}, "
+           f"got {m.read_layers!r}")
     _check(m.conv_kernel % 2 == 1, f"model.conv_kernel must be odd, got {m.conv_kernel}")
     _check(m.calendar in ("auto", "none") or (isinstance(m.calendar, list) and all(isinstance(a, str) for a in m.calendar)),
            "model.calendar must be auto, none or a list of calendar attributes, e.g. [hour,weekday]")

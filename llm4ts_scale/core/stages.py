@@ -29,12 +29,12 @@ class StageSpec:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("align", "align", frozenset({"align_head", "lora", "norms", "embeddings", "positions"}),
+    StageSpec("align", "align", frozenset({"align_head", "lora", "norms", "embeddings", "positions", "backbone"}),
               keeps_align_head=True, title="align (next-patch MSE)", default_epochs=3, default_lr=1.0e-3),
     StageSpec("lp", "forecast", frozenset({"head"}),
               keeps_align_head=False, title="lp (forecast MSE)", default_epochs=10, default_lr=1.0e-4,
               default_solver="exact"),
-    StageSpec("ft", "forecast", frozenset({"head", "lora", "norms", "embeddings", "positions", "revin"}),
+    StageSpec("ft", "forecast", frozenset({"head", "lora", "norms", "embeddings", "positions", "revin", "backbone"}),
               keeps_align_head=False, title="ft (forecast MSE)", default_epochs=0, default_lr=1.0e-5),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -42,7 +42,9 @@ STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 # What each stage trains by default (a run's stages.<name>.groups may say otherwise: core/config.py:stage_groups).
 STAGE_GROUPS: dict[str, set[str]] = {s.name: set(s.groups) for s in STAGES}
 
-TRAINABLE_GROUPS = ("head", "align_head", "embeddings", "lora", "norms", "positions", "revin")
+# `backbone`: the blocks' own weights, which train only when the backbone starts from scratch
+# (model.backbone_init: scratch); for a pretrained or random frozen backbone the group is empty.
+TRAINABLE_GROUPS = ("head", "align_head", "embeddings", "lora", "norms", "positions", "revin", "backbone")
 _BY_NAME = {s.name: s for s in STAGES}
 
 

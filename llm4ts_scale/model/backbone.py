@@ -143,12 +143,16 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
     bf16 run does not cast them on every call; the small trainable ones (norms, position tables)
     stay fp32. `init="random"` builds the same architecture with fresh weights from a fixed seed
-    (reproducible in every stage and in a fresh process, since frozen weights are never saved).
-    `dequantize`: hold the 4-bit weights dequantized (see `dequantize_frozen`).
+    (reproducible in every stage and in a fresh process, since frozen weights are never saved);
+    `init="scratch"` starts from the same weights, held in fp32 because they train (autocast still
+    computes in bf16 where the run does). `dequantize`: hold the 4-bit weights dequantized (see
+    `dequantize_frozen`).
     """
     from transformers import AutoModel
 
     source, config, total = backbone_config(name, layers)
+    if init == "scratch":
+        compute_dtype = torch.float32
     kwargs = {"config": config, "dtype": compute_dtype, "attn_implementation": attention}
     if quantize != "none":
         kwargs["quantization_config"] = bnb_config(quantize, double_quant, compute_dtype)
@@ -219,7 +223,7 @@ RANDOM_INIT_SEED = 0
 
 @contextlib.contextmanager
 def _random_weights(source: str, config, init: str):
-    """Yield the directory to load weights from: the source itself, or (init="random") a temporary
+    """Yield the directory to load weights from: the source itself, or (init="random" or "scratch") a temporary
     checkpoint of a freshly initialized model, so that 4-bit loading works the same way."""
     if init == "pretrained":
         yield source

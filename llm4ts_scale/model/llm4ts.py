@@ -48,7 +48,14 @@ class LLM4TS(nn.Module):
                             f"{info.name!r}; lower data.seq_len or raise data.stride")
         self.backbone = backbone
         self.align_head = AlignHead(d_model, patch_len)
-        self.head = ForecastHead(d_model, self.num_patches, pred_len, options.dropout,
+        self.read_layers = read_layer_indices(options.read_layers, info.layers_loaded)
+        self.read_pool = options.read_pool
+        # What the forecasting head reads per sample: tokens x width (the official head: T x D of block K)
+        self.feature_shape = (self.num_patches if self.read_pool == "flatten" else 1, d_model * len(self.read_layers))
+        self._reads_earlier_blocks = self.read_layers != (info.layers_loaded,)
+        if self._reads_earlier_blocks:
+            final_norm(backbone)  # a backbone without one is refused here, at build time
+        self.head = ForecastHead(self.feature_shape[1], self.feature_shape[0], pred_len, options.dropout,
                                  shortcut_len=seq_len if options.head == "flatten+linear" else None)
         # Backbone parameters that may train besides LoRA, by full name (stable: module structure is fixed).
         self._norm_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)}
@@ -64,7 +71,7 @@ class LLM4TS(nn.Module):
         """[B, H] forecasts in the input's units; `hidden`: cached features in place of encoder + backbone."""
         stats = self.revin.statistics(x)
         z = self.revin.normalize(x, stats)
-        h = self.hidden(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
+        h = self.readout(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
         return self.revin.denormalize(self.head(h, z), stats)
 
     def align(self, x: torch.Tensor, x_mark: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +80,8 @@ class LLM4TS(nn.Module):
         return self.align_normalized(self.revin.normalize(x, stats), self.revin.normalize(future, stats), x_mark)
 
     def features(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
-        """The backbone's hidden states [B, T, D]: what linear probing reads (and may cache)."""
-        return self.hidden(self.revin.normalize(x, self.revin.statistics(x)), x_mark)
+        """What the forecasting head reads [B, *feature_shape] (linear probing reads and may cache it)."""
+        return self.readout(self.revin.normalize(x, self.revin.statistics(x)), x_mark)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast",
                 future: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
@@ -106,10 +113,29 @@ class LLM4TS(nn.Module):
         return pred, target
 
     def hidden(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
-        """Backbone hidden states [B, T, D] for the normalized series z."""
+        """Backbone hidden states [B, T, D] of the last block for the normalized series z (alignment reads them)."""
+        return self._backbone_states(z, x_mark, every_layer=False)[-1]
+
+    def readout(self, z: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
+        """The forecasting head's input [B, tokens, width]: the chosen blocks' states side by side, pooled."""
+        if not self._reads_earlier_blocks:
+            h = self.hidden(z, x_mark)
+        else:
+            states, norm = self._backbone_states(z, x_mark, every_layer=True), final_norm(self.backbone)
+            h = torch.cat([states[k] if k == self.info.layers_loaded else norm(states[k]).to(states[k].dtype)
+                           for k in self.read_layers], dim=-1)
+        if self.read_pool == "mean":
+            return h.mean(dim=1, keepdim=True)
+        return h[:, -1:] if self.read_pool == "last" else h
+
+    def _backbone_states(self, z: torch.Tensor, x_mark: torch.Tensor, every_layer: bool) -> tuple[torch.Tensor, ...]:
+        """(embeddings, block 1, ..., block K) with `every_layer`, else (block K,); block K after the final norm."""
         e = self.encoder(self.revin.affine(z), x_mark).to(self.info.compute_dtype)
-        out = self.backbone(inputs_embeds=e, use_cache=False)
-        return out.last_hidden_state.to(self.head.proj.weight.dtype)
+        out = self.backbone(inputs_embeds=e, use_cache=False, output_hidden_states=every_layer)
+        dtype = self.head.proj.weight.dtype
+        if not every_layer:
+            return (out.last_hidden_state.to(dtype),)
+        return tuple(s.to(dtype) for s in (*out.hidden_states[:-1], out.last_hidden_state))
 
     # ------------------------------------------------------------------ parameter groups
 
@@ -125,7 +151,7 @@ class LLM4TS(nn.Module):
             return "norms"
         if name in self._position_names:
             return "positions"
-        return "frozen"
+        return "backbone" if self.info.init == "scratch" else "frozen"
 
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Every parameter, by group; every group present (possibly empty); order = module order."""
@@ -161,9 +187,31 @@ class LLM4TS(nn.Module):
             "layers_total": self.info.layers_total,
             "hidden_size": self.info.hidden_size,
             "num_patches": self.num_patches,
+            "head_features": self.feature_shape[0] * self.feature_shape[1],
             "calendar_attrs": self.calendar_attrs,
             "params_total": sum(logical_numel(p) for _, p in self.named_parameters()),
             "groups": {g: sum(logical_numel(p) for _, p in ps) for g, ps in groups.items()},
             "trainable": {stage: self.trainable_count(gs) for stage, gs in (stage_groups or {}).items()},
             "backbone_bytes": memory_bytes(self.backbone, skip=lambda n: "lora_" in n),
         }
+
+
+def read_layer_indices(setting, layers: int) -> tuple[int, ...]:
+    """model.read_layers as sorted 1-based block indices: last -> (K,), all -> (1..K), a list as given."""
+    if setting == "last":
+        return (layers,)
+    if setting == "all":
+        return tuple(range(1, layers + 1))
+    return tuple(sorted(set(setting)))
+
+
+def final_norm(backbone: nn.Module) -> nn.Module:
+    """The decoder's norm after its last block (LLaMA-likes' `norm`, GPT-2's `ln_f`): applied to an earlier
+    block's states, it puts them on the scale the last block's states have (as a logit lens does)."""
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    for name in ("norm", "ln_f", "final_layernorm", "final_layer_norm"):
+        module = getattr(base, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise UserError(f"backbone {type(base).__name__} has no final norm to read earlier layers through; "
+                    "use model.read_layers=last")

@@ -8,8 +8,9 @@ whose alignment finished) then replaces a run's alignment stage: the run starts 
 weights, bit for bit where the alignment run's own LP started.
 
 Only settings that shape what alignment trained must agree (ALIGNED_FIELDS); a mismatch is refused in
-one line naming the field. The horizon is free: alignment never trains the forecasting head, so at another
-data.pred_len the artifact's (untrained, differently shaped) head is left out and LP starts from a fresh one.
+one line naming the field. The horizon and the head's read-out are free (HEAD_FIELDS): alignment never trains
+the forecasting head, so at another data.pred_len or model.read_layers the artifact's (untrained, differently
+shaped) head is left out and LP starts from a fresh one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ ALIGNED_FIELDS = ("model.backbone", "model.layers", "model.quantize", "model.dou
                   "model.lora.r", "model.lora.alpha", "model.lora.targets", "model.conv_kernel", "model.calendar",
                   "model.embed_init", "model.revin_affine", "model.tune_norms", "model.tune_positions",
                   "data.seq_len", "data.patch_len", "data.stride")
+# What shapes the (untrained) forecasting head alone: free to differ, the artifact's head is then left out.
+HEAD_FIELDS = ("data.pred_len", "model.head", "model.read_layers", "model.read_pool")
 
 
 def artifact_dir(run_dir: str | Path) -> Path:
@@ -79,7 +82,7 @@ def load_aligned(config: RunConfig) -> tuple[dict, dict]:
             raise UserError(f"model.aligned_from={config.model.aligned_from} was aligned with {dotted}={theirs!r}, this "
                             f"run has {dotted}={ours!r}; set {dotted}={theirs!r} or align again")
     weights = load_weights(source / WEIGHTS_FILE)
-    if _get(meta["config"], "data.pred_len") != config.data.pred_len:
+    if any(_get(meta["config"], dotted) != _get(mine, dotted) for dotted in HEAD_FIELDS):
         weights = {k: v for k, v in weights.items() if not k.startswith(FORECAST_HEAD)}
     record = {"status": "done", "aligned_from": str(source), "weights_sha256": file_sha256(source / WEIGHTS_FILE),
               "aligned_on": meta.get("aligned_on")}

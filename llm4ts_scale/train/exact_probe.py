@@ -113,7 +113,7 @@ def fit_exact_head(recipe) -> ProbeResult:
     started = time.time()
     reduce = _reducer(acc)
     design = _Design(recipe.model, unwrapped, acc.device, recipe.precision)
-    features = unwrapped.num_patches * unwrapped.info.hidden_size
+    features = unwrapped.feature_shape[0] * unwrapped.feature_shape[1]
     samples = sum(rank_num_samples(recipe.store, recipe.windows("train"), r, acc.num_processes)
                   for r in range(acc.num_processes))
     method = choose_method(samples, features, config.train.ridge_max_gram_features)

@@ -235,14 +235,18 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
 
 
 # DLinear trains on every training window for up to 10 epochs: seconds on ETTh1, too long on the
-# largest datasets, where the comparison is left to `llm4ts-scale evaluate --baseline dlinear`.
+# largest datasets, where the comparison is left to `llm4ts-scale evaluate --baseline dlinear`. PatchTST
+# (a small transformer, up to 100 epochs) is left to `evaluate --baseline patchtst` sooner.
 DLINEAR_MAX_TRAIN_SAMPLES = 500_000
+PATCHTST_MAX_TRAIN_SAMPLES = 100_000
 
 
 def compare_with_baselines(config: RunConfig, store) -> dict:
-    """Naive (repeat the last value), DLinear and rlinear on the same test windows, printed under the model's
-    score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
+    """Naive (repeat the last value), DLinear, PatchTST (from scratch, selected on the run's validation windows)
+    and rlinear on the same test windows, printed under the model's score: the floors a forecaster must clear
+    (docs/ARCHITECTURE.md section 4)."""
     from llm4ts_scale.baselines.dlinear import train_dlinear
+    from llm4ts_scale.baselines.patchtst import PatchTSTRecipe, train_patchtst
     from llm4ts_scale.baselines.rlinear import fit_rlinear
     from llm4ts_scale.baselines.simple import baseline_forecast
     from llm4ts_scale.core.metrics import MetricAccumulator
@@ -262,6 +266,17 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
                      f"training windows in {result.wall_time_s:.0f} s, epoch chosen on validation)")
     else:
         lines.append("dlinear: skipped (too many training windows); run llm4ts-scale evaluate --baseline dlinear")
+    if store.num_samples("train", d.seq_len, d.pred_len, d.few_shot_percent) <= PATCHTST_MAX_TRAIN_SAMPLES:
+        recipe = PatchTSTRecipe(patch_len=min(d.patch_len, d.seq_len), stride=d.stride, val_stride=d.val_stride)
+        result = train_patchtst(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed,
+                                recipe=recipe, show_progress=True)
+        out["patchtst"] = {**result.test, "val_mse": result.val["mse"], "best_epoch": result.best_epoch,
+                           "epochs_run": len(result.history), "wall_time_s": round(result.wall_time_s, 1)}
+        lines.append(f"patchtst: mse {result.test['mse']:.6f}  mae {result.test['mae']:.6f}  (a transformer trained "
+                     f"from scratch on the same windows in {result.wall_time_s:.0f} s, epoch {result.best_epoch} of "
+                     f"{len(result.history)} chosen on validation)")
+    else:
+        lines.append("patchtst: skipped (too many training windows); run llm4ts-scale evaluate --baseline patchtst")
     rl = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent)
     out["rlinear"] = {**rl.test, "val_mse": rl.val["mse"], "alpha": rl.alpha, "wall_time_s": round(rl.wall_time_s, 1)}
     lines.append(f"rlinear: mse {rl.test['mse']:.6f}  mae {rl.test['mae']:.6f}  (RevIN + ridge on the look-back, "

@@ -229,7 +229,7 @@ class StageRecipe:
         val = rank_num_samples(self.store, self.windows("val"), rank, world)
         if train + val >= self.stage_cfg.epochs * (self.steps * d.batch_size + val):
             return False
-        need = cache_bytes(train + val, self.unwrapped.num_patches, self.unwrapped.info.hidden_size)
+        need = cache_bytes(train + val, *self.unwrapped.feature_shape)
         if need > t.feature_cache_gb * 2**30:
             self.log(f"LP feature cache off: {need / 2**30:.1f} GiB of features per rank would exceed "
                      f"train.feature_cache_gb={t.feature_cache_gb} (raise it, or set train.lp_feature_cache=on)")

@@ -115,16 +115,19 @@ def test_report_of_an_unfinished_run_and_of_a_non_run(run_dir, tmp_path, capsys)
     assert list(partial.iterdir()) == []
 
 
-def test_training_scores_naive_dlinear_and_rlinear_on_the_same_test_windows(run_dir):
+def test_training_scores_naive_dlinear_patchtst_and_rlinear_on_the_same_test_windows(run_dir):
     """After the test pass, a run scores the floors it must clear, on the same windows, into run.json."""
     state = json.loads((run_dir / "run.json").read_text())
     model = state["test"]["metrics"]
     baselines = state["test"]["baselines"]
-    assert set(baselines) == {"naive", "dlinear", "rlinear"}
-    for name in ("naive", "dlinear", "rlinear"):
+    assert set(baselines) == {"naive", "dlinear", "patchtst", "rlinear"}
+    for name in ("naive", "dlinear", "patchtst", "rlinear"):
         assert baselines[name]["samples"] == model["samples"] > 0
     assert baselines["rlinear"]["alpha"] > 0 and baselines["rlinear"]["val_mse"] > 0
     horizon_steps = np.arange(1, H + 1)
     naive_overall = np.mean([naive_step_mse(int(s)) for s in horizon_steps])
     assert baselines["naive"]["mse"] == pytest.approx(naive_overall, rel=1e-6)
     assert baselines["dlinear"]["best_epoch"] >= 1 and np.isfinite(baselines["dlinear"]["mse"])
+    patchtst = baselines["patchtst"]
+    assert 1 <= patchtst["best_epoch"] <= patchtst["epochs_run"] and patchtst["val_mse"] > 0
+    assert patchtst["mse"] < baselines["naive"]["mse"]

@@ -241,3 +241,61 @@ def test_dequantized_frozen_weights_compute_exactly_like_4bit(paths, arch):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_scratch_backbone_trains_its_weights_and_a_random_one_keeps_them_frozen(paths, arch):
+    """model.backbone_init: scratch is the architecture without its pretraining, trained end to end (Tan et al.
+    2024's ablation); random is the same fresh weights, frozen. One alignment step tells them apart."""
+    from llm4ts_scale.core.config import RunConfig, stage_groups
+
+    def one_align_step(init):
+        model = make(paths, arch, f"model.backbone_init={init}")
+        model.set_trainable(stage_groups(RunConfig(), "align"))
+        groups = model.param_groups()  # the blocks' own weight matrices: not LoRA, norms or position tables
+        blocks = {n: p.detach().clone() for g in ("frozen", "backbone") for n, p in groups[g] if p.dim() == 2}
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        x, x_mark = batch()
+        pred, target = model(x, x_mark, task="align", future=x[:, -S:])
+        torch.nn.functional.mse_loss(pred, target).backward()
+        optimizer.step()
+        changed = {n for n, p in model.named_parameters() if n in blocks and not torch.equal(p.detach(), blocks[n])}
+        return model, blocks, changed
+
+    scratch, blocks, changed = one_align_step("scratch")
+    assert scratch.param_groups()["frozen"] == []
+    assert blocks and changed == set(blocks)  # every weight matrix of the blocks moved after one step
+    assert all(p.dtype == torch.float32 for _, p in scratch.param_groups()["backbone"])
+    random, blocks, changed = one_align_step("random")
+    assert random.param_groups()["backbone"] == [] and changed == set()
+    with pytest.raises(UserError, match="model.quantize=none"):
+        load_config(None, ["model.backbone_init=scratch", "model.quantize=nf4"])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_the_head_reads_the_chosen_layers_side_by_side_and_pooled(paths, arch):
+    """model.read_layers / read_pool: block K's states are what the official head reads; earlier blocks enter
+    through the backbone's final norm, next to it; mean and last pool the tokens."""
+    from llm4ts_scale.model.llm4ts import final_norm
+
+    x, x_mark = batch()
+    official = make(paths, arch).eval()
+    both = make(paths, arch, "model.read_layers=all").eval()
+    first = make(paths, arch, "model.read_layers=[1]", "model.read_pool=mean").eval()
+    with torch.no_grad():
+        h = official.features(x, x_mark)
+        hb = both.features(x, x_mark)
+        z = both.revin.normalize(x, both.revin.statistics(x))
+        states = both._backbone_states(z, x_mark, every_layer=True)
+        h1 = first.features(x, x_mark)
+    d = official.info.hidden_size
+    assert official.feature_shape == (T, d) and h.shape == (3, T, d)
+    assert both.feature_shape == (T, 2 * d) and hb.shape == (3, T, 2 * d)
+    torch.testing.assert_close(hb[..., d:], h)  # the same weights (seed 0): block K's part is the official features
+    torch.testing.assert_close(hb[..., :d], final_norm(both.backbone)(states[1]))
+    assert first.feature_shape == (1, d) and h1.shape == (3, 1, d)
+    torch.testing.assert_close(h1[:, 0], hb[..., :d].mean(dim=1))
+    assert both.head.proj.in_features == T * 2 * d and first.head.proj.in_features == d
+    assert both(x, x_mark).shape == first(x, x_mark).shape == (3, H)
+    with pytest.raises(UserError, match="read_layers"):
+        load_config(None, ["model.layers=2", "model.read_layers=[3]"])

@@ -29,7 +29,7 @@ def test_describe_prints_the_keys(paths, capsys):
     assert KEYS <= set(out)
     assert out["backbone"] == str(paths["llama"]) and out["backbone_class"] == "LlamaModel"
     assert out["layers_loaded"] == 2
-    assert set(out["groups"]) == {"head", "align_head", "embeddings", "lora", "norms", "positions", "revin", "frozen"}
+    assert set(out["groups"]) == {"head", "align_head", "embeddings", "lora", "norms", "positions", "revin", "backbone", "frozen"}
     assert out["params_total"] == sum(out["groups"].values())
     g = out["groups"]
     assert out["trainable"] == {

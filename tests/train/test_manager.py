@@ -36,7 +36,10 @@ def test_the_floors_are_scored_on_the_runs_test_windows(ili_run_dir):
     d = config.data
     floors = compare_with_baselines(config, open_store(d.path, split=d.split))
     recorded = json.loads((ili_run_dir / "run.json").read_text())["test"]
-    assert set(floors) == {"naive", "dlinear", "rlinear"}
+    assert set(floors) == {"naive", "dlinear", "patchtst", "rlinear"}
     assert all(f["samples"] == recorded["metrics"]["samples"] for f in floors.values())
     assert all(math.isfinite(f["mse"]) for f in floors.values())
     assert floors["rlinear"]["mse"] == pytest.approx(recorded["baselines"]["rlinear"]["mse"], rel=1e-9)
+    # the trained floors are deterministic for the run's seed: the same figures as the run recorded
+    for name in ("dlinear", "patchtst"):
+        assert floors[name]["mse"] == pytest.approx(recorded["baselines"][name]["mse"], abs=1e-6)
