@@ -42,9 +42,14 @@ DATASETS = {
 }
 # name -> (dataset, overrides, what it tests)
 ARMS: dict[str, tuple[str, list[str], str]] = {}
+# arm -> the arm whose aligned backbone it starts from (model.aligned_from): read-out questions need no new alignment
+BASES: dict[str, str] = {}
 
 
-def arm(name: str, dataset: str, overrides: list[str], note: str) -> None:
+def arm(name: str, dataset: str, overrides: list[str], note: str, base: str | None = None) -> None:
+    if base is not None:
+        BASES[name] = base
+        overrides = [*ARMS[base][1], *overrides]
     ARMS[name] = (dataset, overrides, note)
 
 
@@ -106,25 +111,76 @@ arm("ili-corpus-synth", "ili", ["model.layers=6", "stages.align.epochs=1", f"sta
 arm("etth1-k2-a1-ft-lora", "etth1", ["model.layers=2", "stages.align.epochs=1", "stages.ft.epochs=3",
                                      "stages.ft.lr=1e-5", "stages.ft.groups=[head,lora]", "train.patience=2"],
     "2 blocks, 1 alignment epoch, exact LP, then FT of head + LoRA only at lr 1e-5")
+# Levers the earlier sweep did not try (issue: make the LLM earn its place), at the chosen recipe (2 blocks, 3
+# alignment epochs). Read-out arms start from the recipe arm's aligned backbone (BASES), so only LP (and FT) run.
+for ds in DATASETS:
+    recipe = f"{ds}-k2-a3"
+    arm(f"{ds}-k2-a3-all", ds, ["model.read_layers=all"], "the head reads blocks 1 and 2 side by side "
+        "(a ridge-weighted mix of layers)", base=recipe)
+    arm(f"{ds}-k2-a3-mean", ds, ["model.read_pool=mean"], "the head reads block 2's tokens mean-pooled", base=recipe)
+    arm(f"{ds}-k2-a3-all-mean", ds, ["model.read_layers=all", "model.read_pool=mean"],
+        "blocks 1 and 2, mean-pooled", base=recipe)
+    arm(f"{ds}-k2-a3-ft-enc", ds, ["stages.ft.epochs=5", "stages.ft.lr=1e-4", "stages.ft.groups=[embeddings,lora]",
+                                   "train.patience=2"],
+        "exact LP, then FT of the encoder + LoRA with the head frozen, lr 1e-4 (LP-FT's own argument)", base=recipe)
+    arm(f"{ds}-k2-a3-ft-enc-1e-3", ds, ["stages.ft.epochs=5", "stages.ft.lr=1e-3", "stages.ft.groups=[embeddings,lora]",
+                                        "train.patience=2"],
+        "exact LP, then FT of the encoder + LoRA with the head frozen, lr 1e-3", base=recipe)
+    arm(f"{ds}-k6-a3", ds, ["model.layers=6", "stages.align.epochs=3", "train.patience=3"],
+        "6 blocks, 3 alignment epochs")
+    arm(f"{ds}-k6-a3-all-mean", ds, ["model.read_layers=all", "model.read_pool=mean"],
+        "6 blocks, the head reads blocks 1..6 mean-pooled", base=f"{ds}-k6-a3")
+    arm(f"{ds}-scratch-k2-a3-ft", ds, ["model.layers=2", "stages.align.epochs=3", "train.patience=3",
+                                       "model.backbone_init=scratch", "model.quantize=none", "stages.ft.epochs=10",
+                                       "stages.ft.lr=1e-4"],
+        "the same 2 blocks from random weights trained end to end: alignment, exact LP, FT of everything")
+arm("etth1-k2-a3-corpus", "etth1", ["model.layers=2", "stages.align.epochs=3", "train.patience=3",
+                                    f"stages.align.data=[ETTh1, {SYNTH % 0.02}]"],
+    "2 blocks, 3 alignment epochs on ETTh1's 10 % + 34k synthetic windows")
+arm("ili-k2-a3-corpus", "ili", ["model.layers=2", "stages.align.epochs=3", "train.patience=3",
+                                f"stages.align.data=[national_illness, {SYNTH % 0.01}]"],
+    "2 blocks, 3 alignment epochs on ILI + 19k synthetic windows")
+arm("ili-k2-a10", "ili", ["model.layers=2", "stages.align.epochs=10", "train.patience=10"],
+    "2 blocks, 10 alignment epochs (the official length)")
+arm("ili-k6-a3-all", "ili", ["model.read_layers=all"], "6 blocks, the head reads blocks 1..6 side by side",
+    base="ili-k6-a3")
+arm("ili-k2-a3-p24s2", "ili", ["model.layers=2", "stages.align.epochs=3", "train.patience=3", "data.patch_len=24",
+                               "data.stride=2"],
+    "2 blocks, 3 alignment epochs, patches of 24 every 2 steps (PatchTST's ILI geometry: 42 tokens)")
 
 
 def run_dir(name: str, runs: Path) -> Path:
     return runs / name
 
 
+def aligned(name: str, runs: Path) -> bool:
+    return (run_dir(name, runs) / "align" / "export" / "config.json").is_file()
+
+
 def command(name: str, runs: Path) -> list[str]:
     dataset, overrides, _ = ARMS[name]
-    return [sys.executable, "launch/train.py", *COMMON, *DATASETS[dataset], *overrides,
+    base = [f"model.aligned_from={run_dir(BASES[name], runs)}"] if name in BASES else []
+    return [sys.executable, "launch/train.py", *COMMON, *DATASETS[dataset], *overrides, *base,
             f"run_dir={run_dir(name, runs)}", "--restart"]
+
+
+def with_bases(names: list[str], runs: Path) -> list[str]:
+    """`names` after the arms they start from whose aligned backbone is not in `runs` (run again if need be)."""
+    needed = [BASES[n] for n in names if n in BASES and not aligned(BASES[n], runs)]
+    return list(dict.fromkeys([*needed, *names]))
 
 
 def train_all(names: list[str], runs: Path, parallel: int) -> None:
     runs.mkdir(parents=True, exist_ok=True)
-    pending, active = list(names), []
+    pending, active = with_bases(names, runs), []
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if parallel > 1 else {})}
+    running = set()
     while pending or active:
-        while pending and len(active) < parallel:
-            name = pending.pop(0)
+        ready = [n for n in pending if n not in BASES or (aligned(BASES[n], runs) and BASES[n] not in running)]
+        while ready and len(active) < parallel:
+            name = ready.pop(0)
+            pending.remove(name)
+            running.add(name)
             cmd = command(name, runs)
             log = open(runs / f"{name}.log", "w")
             print("$", shlex.join(cmd), f"> {log.name}", flush=True)
@@ -137,8 +193,10 @@ def train_all(names: list[str], runs: Path, parallel: int) -> None:
                 continue
             log.close()
             active.remove(item)
+            running.discard(name)
             if proc.returncode != 0:
                 print(f"{name} failed (exit {proc.returncode}); see {log.name}", flush=True)
+                pending = [n for n in pending if BASES.get(n) != name]  # nothing to start from
                 continue
             keep_small_files(run_dir(name, runs), RESULTS / name)
             print(f"{name}: {(time.time() - started) / 60:.1f} min", flush=True)

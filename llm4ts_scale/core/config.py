@@ -24,6 +24,7 @@ from llm4ts_scale.core.stages import STAGE_NAMES, TRAINABLE_GROUPS, stage_spec
 
 SplitRule = Literal["auto", "ett-hourly", "ett-minute", "ratio"]
 Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
+DataFormat = Literal["auto", "wide", "long"]  # auto: long when the table has data.id_column, else wide
 Quantize = Literal["nf4", "fp4", "none"]
 Switch = Literal["auto", "on", "off"]
 Pooling = Literal["first", "mean"]
@@ -45,8 +46,22 @@ def choices(literal) -> tuple[str, ...]:
 
 
 @dataclass
+class CovariatesConfig:
+    """Columns that drive the targets: `known` ones are known for the H future steps too (calendar, prices,
+    planned events, a weather forecast), `past` ones only up to the forecast origin."""
+
+    known: Any = field(default_factory=list)
+    past: Any = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     path: str = "ETTh1"  # CSV/Parquet file, prepared store dir, or a known dataset name
+    format: DataFormat = "auto"  # wide: a date column + one column per channel | long: id, timestamp, target rows
+    id_column: str = "id"  # long format: the series id
+    time_column: Optional[str] = None  # null: "date" (wide) or "timestamp" (long)
+    target: Any = None  # null: every column but the covariates (wide) or "target" (long); a name or a list (wide)
+    covariates: CovariatesConfig = field(default_factory=CovariatesConfig)
     split: SplitRule = "auto"
     seq_len: int = 336
     pred_len: int = 96
@@ -153,6 +168,8 @@ class TrainConfig:
 class RunConfig:
     run_dir: str = "runs/etth1-10pct-96"
     seed: int = 2023
+    # forecast quantiles next to the point forecast: split-conformal, from the validation residuals
+    quantiles: Any = field(default_factory=lambda: [0.1, 0.5, 0.9])
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
@@ -364,8 +381,41 @@ def check_sources(entries) -> None:
             raise UserError(f"stages.align.data[{i}].weight must be a positive number, got {weight!r}")
 
 
+def check_quantiles(levels, where: str = "quantiles") -> list[float]:
+    """Quantile levels as a sorted list of distinct floats in (0, 1); UserError otherwise."""
+    if not isinstance(levels, (list, tuple)) or not levels:
+        raise UserError(f"{where} must be a non-empty list of levels in (0, 1), e.g. [0.1, 0.5, 0.9]")
+    out = []
+    for q in levels:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 1:
+            raise UserError(f"{where}: {q!r} is not a level in (0, 1); use e.g. 0.1 for the 10 % quantile")
+        out.append(float(q))
+    if len(set(out)) != len(out):
+        raise UserError(f"{where} lists a level twice: {out}")
+    return sorted(out)
+
+
+def _names(value, key: str) -> list[str]:
+    _check(isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+           f"{key} must be a list of column names, e.g. [HUFL, HULL]; got {value!r}")
+    return value
+
+
 def validate(c: RunConfig) -> None:
     d, m, t = c.data, c.model, c.train
+    check_quantiles(c.quantiles)
+    known, past = _names(d.covariates.known, "data.covariates.known"), _names(d.covariates.past, "data.covariates.past")
+    both = sorted(set(known) & set(past))
+    _check(not both, f"data.covariates lists {both[0]!r} as both known and past; a column is one or the other")
+    _check(d.target is None or isinstance(d.target, str) or (isinstance(d.target, list) and d.target
+                                                                and all(isinstance(x, str) for x in d.target)),
+           f"data.target must be a column name or a list of them, got {d.target!r}")
+    targets = [d.target] if isinstance(d.target, str) else (d.target or [])
+    clash = sorted(set(targets) & (set(known) | set(past)))
+    _check(not clash, f"data.target {clash[0]!r} is also a covariate; a column is a target or a covariate")
+    _check(d.format != "long" or not isinstance(d.target, list),
+           "data.target in the long format is one column (the series' values); give its name")
+    _check(bool(d.id_column), "data.id_column must name the id column of a long-format table")
     for key in ("seq_len", "pred_len", "patch_len", "stride", "batch_size"):
         _check(getattr(d, key) > 0, f"data.{key} must be positive, got {getattr(d, key)}")
     _check(d.patch_len <= d.seq_len, f"data.patch_len={d.patch_len} exceeds data.seq_len={d.seq_len}; lower it")

@@ -109,3 +109,18 @@ def calendar_marks(timestamps, attrs: list[str]) -> np.ndarray:
     for j, name in enumerate(attrs):
         out[:, j] = np.asarray(getters[name](), dtype=np.int64)
     return out
+
+
+# GluonTS's seasonal periods per base unit (gluonts.time_feature.get_seasonality), the lag of MASE's
+# in-sample seasonal-naive scale as GIFT-Eval and Chronos compute it.
+_SEASONALITY = {"s": 3600, "min": 1440, "h": 24, "D": 1, "B": 5, "W": 1, "M": 12, "MS": 12, "ME": 12, "Q": 4,
+                "QS": 4, "QE": 4, "Y": 1, "YS": 1, "YE": 1}
+
+
+def seasonality(freq: str) -> int:
+    """The seasonal lag m of a frequency (hourly 24, 15-minute 96, daily and weekly 1, monthly 12)."""
+    canonical = normalize_freq(freq)
+    match = re.fullmatch(r"(\d*)([A-Za-z]+)(-.*)?", canonical)
+    multiple, unit = int(match.group(1) or 1), match.group(2)
+    base = _SEASONALITY.get(unit, 1)
+    return base // multiple if base % multiple == 0 else 1

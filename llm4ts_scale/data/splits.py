@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from llm4ts_scale.core.config import SplitRule, choices
 from llm4ts_scale.core.errors import UserError
 
@@ -87,3 +89,50 @@ def num_windows(borders: dict, split: str, seq_len: int, pred_len: int, few_shot
             f"({own} of its own{lookback}{shot}), needs at least {seq_len + pred_len}; lower seq_len/pred_len or use more data"
         )
     return count
+
+
+# ------------------------------------------------------------------ panels: the same rules, per series
+
+
+def series_borders(rule: str, lengths) -> np.ndarray:
+    """[S, 3] int64: (train end, val end, test end) of each series of a panel by the resolved `rule`, rows relative
+    to the series' start. A series too short for an ETT rule gets (0, 0, 0): no window in any split."""
+    n = np.asarray(lengths, dtype=np.int64)
+    if rule in ("ett-hourly", "ett-minute"):
+        scale = 1 if rule == "ett-hourly" else 4
+        b = np.array(_ETT_HOURLY, dtype=np.int64) * scale
+        return np.where((n >= b[2])[:, None], b[None, :], 0)
+    if rule == "ratio":
+        train = (n * 0.7).astype(np.int64)  # the float products of split_borders, truncated the same way
+        test = (n * 0.2).astype(np.int64)
+        return np.stack([train, n - test, n], axis=1)
+    raise UserError(f"split rule {rule!r} is unknown; use ett-hourly, ett-minute or ratio")
+
+
+def series_rows(borders, split: str, seq_len: int, few_shot_percent: int = 100):
+    """(start [S], end [S]) rows of each series' `split` windows, relative to the series; the rules of
+    `split_rows` per series, where a series whose split cannot hold a look-back gets start == end."""
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is unknown; use train, val or test")
+    if seq_len <= 0:
+        raise UserError(f"seq_len must be positive, got {seq_len}")
+    if not 0 < few_shot_percent <= 100:
+        raise UserError(f"few_shot_percent must be in (0, 100], got {few_shot_percent}")
+    b = np.asarray(borders, dtype=np.int64).reshape(-1, 3)
+    if split == "train":
+        end = b[:, 0]
+        if few_shot_percent < 100:
+            end = np.where(end > seq_len, (end - seq_len) * few_shot_percent // 100 + seq_len, end)
+        return np.zeros_like(end), end
+    first, end = (b[:, 0], b[:, 1]) if split == "val" else (b[:, 1], b[:, 2])
+    start = first - seq_len
+    usable = (start >= 0) & (end > first)
+    return np.where(usable, start, 0), np.where(usable, end, 0)
+
+
+def series_windows(borders, split: str, seq_len: int, pred_len: int, few_shot_percent: int = 100):
+    """[S] windows of each series in `split` (0 where the series is too short for it)."""
+    if pred_len <= 0:
+        raise UserError(f"pred_len must be positive, got {pred_len}")
+    start, end = series_rows(borders, split, seq_len, few_shot_percent)
+    return np.maximum(end - start - seq_len - pred_len + 1, 0)

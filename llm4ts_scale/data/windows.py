@@ -1,6 +1,9 @@
 """Channel-independent windows streamed from a store through a `datasets.IterableDataset`.
 
-Sharding: a split's windows are cut into shards of (channel, block of consecutive windows);
+Every window belongs to one series of the store (data/store.py:SeriesIndex): a channel of a wide table, or
+one id of a panel, with its own rows, split borders and scaler; a series too short for a split gives none.
+
+Sharding: a split's windows are cut into shards of (series, block of consecutive windows);
 rank r takes the shards at positions r, r + world_size, ... of a fixed plan, and datasets splits
 those across DataLoader workers, so every window is produced exactly once per epoch. Each shard
 reads its rows once from the memory-mapped store and yields numpy views, so memory stays bounded
@@ -24,6 +27,9 @@ WINDOWS_PER_SHARD = 512  # evaluation: order does not matter, big shards read le
 TRAIN_WINDOWS_PER_SHARD = 8  # training: a 10k-window buffer then spans ~1,250 places of the series
 MIN_SHARDS_PER_RANK = 8  # so DataLoader workers on each rank get shards too
 _SHARD_ORDER_SEED = 20231  # fixed: which rank gets which shard must not depend on the run's seed or epoch
+# datasets shuffles and splits a Python list of shards; past this many a rank's shards go in groups of
+# consecutive plan entries (already in random order for training), so the list stays small for any panel
+MAX_SHARD_GROUPS = 16384
 
 
 @dataclass(frozen=True)
@@ -51,64 +57,80 @@ class Shuffle:
     buffer: int = 10000
 
 
-def plan_shards(store: SeriesStore, spec: WindowSpec, world_size: int = 1) -> list[tuple[int, int, int]]:
-    """Shards as (channel, first_window, end_window), in the order datasets deals them out.
+def plan_shards(store: SeriesStore, spec: WindowSpec, world_size: int = 1) -> np.ndarray:
+    """Shards as int64 rows (series, first_window, end_window), in the order datasets deals them out.
 
-    Blocks within a channel differ by at most one window; train shards are interleaved
-    pseudo-randomly (fixed order); empty shards pad the list to a multiple of world_size.
+    Blocks within a series differ by at most one window; train shards are interleaved
+    pseudo-randomly (fixed order); empty shards pad the plan to a multiple of world_size.
     With `spec.step` k, window indices count every k-th window (window i starts k*i rows in).
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    split = spec.split
-    all_windows = store.num_windows(split, spec.seq_len, spec.pred_len, spec.few_shot_percent)  # UserError if too short
-    per_channel = -(-all_windows // spec.step)
-    channels = store.n_channels
-    size = TRAIN_WINDOWS_PER_SHARD if split == "train" else WINDOWS_PER_SHARD
-    blocks = max(-(-per_channel // size), -(-MIN_SHARDS_PER_RANK * world_size // channels))
-    blocks = min(blocks, per_channel)
-    bounds = [k * per_channel // blocks for k in range(blocks + 1)]
-    shards = [(c, bounds[k], bounds[k + 1]) for c in range(channels) for k in range(blocks)]
-    if split == "train":
-        order = np.random.default_rng(_SHARD_ORDER_SEED).permutation(len(shards))
-        shards = [shards[i] for i in order]
-    shards += [(0, 0, 0)] * (-len(shards) % world_size)
-    return shards
+    counts = store.series_windows(spec.split, spec.seq_len, spec.pred_len, spec.few_shot_percent)  # UserError if none
+    per_series = -(-counts // spec.step)
+    size = TRAIN_WINDOWS_PER_SHARD if spec.split == "train" else WINDOWS_PER_SHARD
+    blocks = np.maximum(-(-per_series // size), -(-MIN_SHARDS_PER_RANK * world_size // store.n_series))
+    blocks = np.minimum(blocks, per_series)
+    series = np.repeat(np.arange(len(blocks)), blocks)
+    k = np.arange(len(series)) - np.repeat(np.cumsum(blocks) - blocks, blocks)  # block index within its series
+    n, b = per_series[series], blocks[series]
+    shards = np.stack([series, k * n // b, (k + 1) * n // b], axis=1).astype(np.int64)
+    if spec.split == "train":
+        shards = shards[np.random.default_rng(_SHARD_ORDER_SEED).permutation(len(shards))]
+    pad = -len(shards) % world_size
+    return np.concatenate([shards, np.zeros((pad, 3), dtype=np.int64)]) if pad else shards
 
 
 def rank_num_samples(store: SeriesStore, spec: WindowSpec, rank: int = 0, world_size: int = 1) -> int:
     """Exactly how many samples `rank` streams per epoch (the same for every epoch and seed)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, spec, world_size)
-    return sum(end - first for _, first, end in shards[rank::world_size])
+    shards = plan_shards(store, spec, world_size)[rank::world_size]
+    return int((shards[:, 2] - shards[:, 1]).sum())
 
 
-def _generate_windows(shards, store: SeriesStore, row_start: int, seq_len: int, pred_len: int, window_step: int = 1):
-    """Yield (key, window) for the given shards; key = (channel, start), unique."""
+def _groups(n: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of a rank's plan, one shard each, or consecutive runs of them past MAX_SHARD_GROUPS."""
+    size = max(1, -(-n // MAX_SHARD_GROUPS))
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _generate_windows(groups, plan, store: SeriesStore, row_starts, seq_len: int, pred_len: int, window_step: int = 1):
+    """Yield (key, window) for the shards of `plan` in the given groups; key = (series, start row), unique."""
     total = seq_len + pred_len
-    for channel, first, end in shards:
-        if end <= first:
-            continue
-        a = row_start + first * window_step
-        b = row_start + (end - 1) * window_step + total
-        values = store.read_channel(a, b, channel)
-        marks = store.read_marks(a, b)
-        for w in range(0, (end - first) * window_step, window_step):
-            yield (channel, a + w), {
-                "x": values[w:w + seq_len],
-                "y": values[w + seq_len:w + total],
-                "x_mark": marks[w:w + seq_len],
-                "y_mark": marks[w + seq_len:w + total],
-                "channel": channel,
-                "start": a + w,
-            }
+    known = len(store.known)
+    covariates = known + len(store.past)
+    for a, b_ in groups:
+        for series, first, end in plan[a:b_].tolist():
+            if end <= first:
+                continue
+            a_row = int(row_starts[series]) + first * window_step
+            b_row = a_row + (end - 1 - first) * window_step + total
+            values = store.read_target(series, a_row, b_row)
+            marks = store.read_marks(a_row, b_row)
+            cov = store.read_covariates(series, a_row, b_row) if covariates else None
+            for w in range(0, (end - first) * window_step, window_step):
+                window = {
+                    "x": values[w:w + seq_len],
+                    "y": values[w + seq_len:w + total],
+                    "x_mark": marks[w:w + seq_len],
+                    "y_mark": marks[w + seq_len:w + total],
+                    "channel": series,
+                    "start": a_row + w,
+                }
+                if cov is not None:  # known covariates over the look-back and the horizon, past ones over the look-back
+                    if known:
+                        window["known"] = cov[w:w + total, :known]
+                    if covariates > known:
+                        window["past"] = cov[w:w + seq_len, known:]
+                yield (series, a_row + w), window
 
 
 def window_dataset(store: SeriesStore, spec: WindowSpec, *, shuffle: Shuffle | None = None, rank: int = 0,
                    world_size: int = 1):
     """`datasets.IterableDataset` of this rank's dicts: x float32 [L] (scaled), y float32 [H],
-    x_mark int64 [L, A], y_mark int64 [H, A], channel, start (first row of the window in the store).
+    x_mark int64 [L, A], y_mark int64 [H, A], channel (the series), start (first row of the window in the
+    store), and with covariates known float32 [L + H, K_known], past float32 [L, K_past] (standardized).
 
     Call `.set_epoch(epoch)` for a new shuffle order each epoch (shard order and buffer);
     evaluation (shuffle=None) always yields the same order.
@@ -118,21 +140,25 @@ def window_dataset(store: SeriesStore, spec: WindowSpec, *, shuffle: Shuffle | N
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    shards = plan_shards(store, spec, world_size)[rank::world_size]
-    row_start, _ = store.split_range(spec.split, spec.seq_len, spec.few_shot_percent)
+    plan = np.ascontiguousarray(plan_shards(store, spec, world_size)[rank::world_size])
+    row_starts = store.series_starts(spec.split, spec.seq_len, spec.few_shot_percent)
     # Built from an ExamplesIterable rather than IterableDataset.from_generator: the latter goes
     # through a dataset builder that hashes the arguments and leaves a lock file per dataset in
     # HF_DATASETS_CACHE (it fails where $HOME is read-only). Sharding is the same: the list in
-    # the kwargs is what datasets splits across ranks and workers.
+    # the kwargs (`groups`, ranges of this rank's plan) is what datasets splits across workers and reorders
+    # every epoch; the plan itself is an array, passed whole.
     examples = ExamplesIterable(
         _generate_windows,
-        {"shards": shards, "store": store, "row_start": row_start, "seq_len": spec.seq_len, "pred_len": spec.pred_len,
-         "window_step": spec.step},
+        {"groups": _groups(len(plan)), "plan": plan, "store": store, "row_starts": row_starts, "seq_len": spec.seq_len,
+         "pred_len": spec.pred_len, "window_step": spec.step},
     )
     ds = IterableDataset(examples)
     if shuffle is not None:  # reshuffles the order of this rank's shards every epoch, then a buffer shuffle
         ds = ds.shuffle(seed=shuffle.seed, buffer_size=shuffle.buffer)
     return ds
+
+
+COVARIATE_KEYS = ("known", "past")
 
 
 def collate_windows(items: list[dict]) -> dict:
@@ -146,7 +172,7 @@ def collate_windows(items: list[dict]) -> dict:
         first = items[0][key]
         return torch.from_numpy(np.concatenate([it[key] for it in items]).reshape((n,) + first.shape))
 
-    return {
+    batch = {
         "x": stacked("x"),
         "y": stacked("y"),
         "x_mark": stacked("x_mark"),
@@ -154,6 +180,10 @@ def collate_windows(items: list[dict]) -> dict:
         "channel": torch.tensor([it["channel"] for it in items], dtype=torch.int64),
         "start": torch.tensor([it["start"] for it in items], dtype=torch.int64),
     }
+    for key in COVARIATE_KEYS:
+        if key in items[0]:
+            batch[key] = stacked(key)
+    return batch
 
 
 def make_loader(store: SeriesStore, spec: WindowSpec, batch_size: int, *, shuffle: Shuffle | None = None,

@@ -154,7 +154,7 @@ class StageRecipe:
         self.stage_dir, self.init_state, self.precision = Path(config.run_dir) / stage, init_state, precision
         self.topology = Topology.of(accelerator, precision, config.data.num_workers)
         self.corpus = corpus if self.spec.task == "align" else None  # alignment sources besides the store's windows
-        channels = sum(src.store.n_channels for src in self.corpus) if self.corpus else store.n_channels
+        channels = sum(src.store.n_channels for src in self.corpus) if self.corpus else store.n_series
         self.hooks = hooks if hooks is not None else [WindowChecksum(channels), FaultPoints()]
         self.horizon = stage_horizon(config, self.spec)
         self.main = accelerator.is_main_process
@@ -240,7 +240,7 @@ class StageRecipe:
         if not self.use_feature_cache():
             return
         for split in ("train", "val"):
-            self.caches[split] = FeatureCache(self.store.n_channels).fill(
+            self.caches[split] = FeatureCache(self.store.n_series).fill(
                 self.model, self.store, self.windows(split), self.eval_batch, self.topology)
         self.log(f"LP features cached once for {len(self.caches['train'])} train and {len(self.caches['val'])} "
                  "validation windows on this rank (frozen part without dropout)")
