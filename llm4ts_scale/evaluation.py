@@ -37,7 +37,8 @@ def model_outputs(model, batch: dict, task: str, hidden: torch.Tensor | None = N
     if task == "align":
         pred, target = model(batch["x"], batch["x_mark"], task="align", future=batch["y"])
         return pred.flatten(1), target.flatten(1)
-    return model(batch["x"], batch["x_mark"], task="forecast", hidden=hidden), batch["y"]
+    return model(batch["x"], batch["x_mark"], task="forecast", hidden=hidden, known=batch.get("known"),
+                 past=batch.get("past")), batch["y"]
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -5,7 +5,9 @@ The honest floor for a forecaster that claims to use its look-back well: the loo
 with its own mean and std (as our model's RevIN does it), a ridge regression (with an unpenalized
 intercept) maps it to the normalized next H values, and the forecast is de-normalized. The penalty is
 chosen on the validation split from a log grid (llm4ts_scale/core/ridge.py); the test split is scored once.
-Closed form over every training window: seconds, deterministic, no seed.
+Closed form over every training window: seconds, deterministic, no seed. With covariates in the data
+(data.covariates), their look-back-normalized values join the design (llm4ts_scale/core/covariates.py) with a
+penalty of their own: rlinear then is the linear shortcut of the model, covariates included.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm4ts_scale.core.covariates import covariate_features, covariate_width
 from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.ridge import GramAccumulator, ValidationSet, fit_linear, with_intercept
 from llm4ts_scale.data.store import SeriesStore
@@ -38,14 +41,24 @@ class RLinearResult:
     search: list[dict] = field(default_factory=list)
     train_windows: int = 0
     wall_time_s: float = 0.0
-    weight: torch.Tensor | None = None  # [L + 1, H]: the look-back's weights, then the intercept
+    weight: torch.Tensor | None = None  # [L + 1 (+ covariate features), H]: the look-back's weights, the intercept, ...
+    alpha_cov: float | None = None  # the covariates' penalty, when the data has covariates
+
+
+def design(x: torch.Tensor, known: torch.Tensor | None = None, past: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L + 1 (+ covariate features)]: the RevIN-normalized look-back, a constant 1, the covariates."""
+    x = x.double()
+    mean, std = revin_statistics(x)
+    u = with_intercept((x - mean) / std)
+    cov = covariate_features(known, past, x.shape[1])
+    return u if cov is None else torch.cat([u, cov.double()], dim=1)
 
 
 def _normalized(batch: dict) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     x, y = batch["x"].double(), batch["y"].double()
     stats = revin_statistics(x)
     mean, std = stats
-    return with_intercept((x - mean) / std), (y - mean) / std, stats
+    return design(x, batch.get("known"), batch.get("past")), (y - mean) / std, stats
 
 
 def _design(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_size: int, few_shot_percent: int = 100,
@@ -54,18 +67,19 @@ def _design(store: SeriesStore, split: str, seq_len: int, pred_len: int, batch_s
         yield batch, *_normalized(batch)
 
 
-def forecast(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """[B, L] look-backs -> [B, H] forecasts in the input's units."""
+def forecast(weight: torch.Tensor, x: torch.Tensor, known: torch.Tensor | None = None,
+             past: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L] look-backs (and their covariates) -> [B, H] forecasts in the input's units."""
     x = x.double()
     mean, std = revin_statistics(x)
-    return (with_intercept((x - mean) / std) @ weight) * std + mean
+    return (design(x, known, past) @ weight) * std + mean
 
 
 def score(weight: torch.Tensor, store: SeriesStore, split: str, seq_len: int, pred_len: int,
           batch_size: int = 4096, window_step: int = 1) -> dict:
     metrics = MetricAccumulator()
     for batch in make_loader(store, WindowSpec(split, seq_len, pred_len, step=window_step), batch_size):
-        metrics.update(forecast(weight, batch["x"]), batch["y"])
+        metrics.update(forecast(weight, batch["x"], batch.get("known"), batch.get("past")), batch["y"])
     return metrics.compute()
 
 
@@ -74,7 +88,8 @@ def fit_rlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_per
     """Fit on the train split (few-shot honoured), choose the penalty on validation (every `val_stride`-th
     window), score the test split whole. `alpha` fixes the relative penalty instead."""
     started = time.perf_counter()
-    gram = GramAccumulator(seq_len + 1, 0, pred_len)
+    n_cov = covariate_width(len(store.known), len(store.past), seq_len, pred_len)
+    gram = GramAccumulator(seq_len + 1 + n_cov, 0, pred_len, n_cov=n_cov)
     for _, u, t, _ in _design(store, "train", seq_len, pred_len, batch_size, few_shot_percent):
         gram.update(u, None, t)
     system = gram.finish()
@@ -85,4 +100,4 @@ def fit_rlinear(store: SeriesStore, seq_len: int, pred_len: int, *, few_shot_per
     val = score(fit.Wu, store, "val", seq_len, pred_len, batch_size, val_stride)
     test = score(fit.Wu, store, "test", seq_len, pred_len, batch_size) if score_test else None
     return RLinearResult(test=test, val=val, alpha=fit.alpha_linear, search=fit.search, train_windows=system.count,
-                         wall_time_s=time.perf_counter() - started, weight=fit.Wu)
+                         wall_time_s=time.perf_counter() - started, weight=fit.Wu, alpha_cov=fit.alpha_cov)

@@ -124,6 +124,7 @@ class StageConfig:
     solver: Solver = "sgd"  # exact: closed-form ridge head, penalties chosen on validation (a probing stage only)
     penalty_linear: Any = "auto"  # exact solver: ridge penalty of the shortcut (relative), auto = validation search
     penalty_llm: Any = "auto"  # exact solver: ridge penalty of the flatten head on the LLM features (relative)
+    penalty_cov: Any = "auto"  # exact solver: ridge penalty of the covariates' map (relative), when there are covariates
     groups: Any = "default"  # parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]
     data: Any = field(default_factory=list)  # align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = own windows
 
@@ -406,16 +407,18 @@ def validate(c: RunConfig) -> None:
     check_quantiles(c.quantiles)
     known, past = _names(d.covariates.known, "data.covariates.known"), _names(d.covariates.past, "data.covariates.past")
     both = sorted(set(known) & set(past))
-    _check(not both, f"data.covariates lists {both[0]!r} as both known and past; a column is one or the other")
+    _check(not both, f"data.covariates lists {both[:1]} as both known and past; a column is one or the other")
     _check(d.target is None or isinstance(d.target, str) or (isinstance(d.target, list) and d.target
                                                                 and all(isinstance(x, str) for x in d.target)),
            f"data.target must be a column name or a list of them, got {d.target!r}")
     targets = [d.target] if isinstance(d.target, str) else (d.target or [])
     clash = sorted(set(targets) & (set(known) | set(past)))
-    _check(not clash, f"data.target {clash[0]!r} is also a covariate; a column is a target or a covariate")
+    _check(not clash, f"data.target {clash[:1]} is also a covariate; a column is a target or a covariate")
     _check(d.format != "long" or not isinstance(d.target, list),
            "data.target in the long format is one column (the series' values); give its name")
     _check(bool(d.id_column), "data.id_column must name the id column of a long-format table")
+    _check(not (known or past) or m.head == "flatten+linear",
+           "data.covariates enter the forecast through the linear shortcut; set model.head=flatten+linear")
     for key in ("seq_len", "pred_len", "patch_len", "stride", "batch_size"):
         _check(getattr(d, key) > 0, f"data.{key} must be positive, got {getattr(d, key)}")
     _check(d.patch_len <= d.seq_len, f"data.patch_len={d.patch_len} exceeds data.seq_len={d.seq_len}; lower it")
@@ -457,7 +460,7 @@ def validate(c: RunConfig) -> None:
             check_sources(s.data)
             _check(m.calendar == "none", "stages.align.data (a corpus) needs model.calendar=none: other sources "
                                          "have other calendars")
-        for key in ("penalty_linear", "penalty_llm"):
+        for key in ("penalty_linear", "penalty_llm", "penalty_cov"):
             value = getattr(s, key)
             ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
             _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")

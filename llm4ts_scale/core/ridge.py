@@ -4,10 +4,13 @@ Used twice: by the `rlinear` baseline (RevIN + one [L -> H] linear map) and by e
 (the forecasting head fitted on frozen LLM features). Both fit a linear map from a design made of
 up to two blocks to an H-dimensional target:
 
-    u [n, Pu]  the "linear" block: the RevIN-normalized look-back z plus a constant 1 (intercept);
+    u [n, Pu]  the "linear" block: the RevIN-normalized look-back z plus a constant 1 (intercept), then
+               the covariates' features when the data has covariates (llm4ts_scale/core/covariates.py);
     h [n, Ph]  the "llm" block: the flattened hidden states of the backbone [T * D].
 
-and minimize   |u Wu + h Wh - t|^2 + lu * |Wu|^2 + lh * |Wh|^2   (the intercept is not penalized).
+and minimize   |u Wu + h Wh - t|^2 + lu * |Wu_z|^2 + lc * |Wu_c|^2 + lh * |Wh|^2   (the intercept is not
+penalized; the covariates' weights Wu_c get their own penalty lc, chosen on validation like the others by a
+coordinate search: lu at a start lc, then lc, then lu again).
 
 What the solver needs from the data are sums over samples (the Gram blocks A = u'u, B = u'h,
 C = h'h and the cross terms u't, h't), so ranks add theirs and every rank solves the same system:
@@ -63,9 +66,10 @@ class GramAccumulator:
     linear block); with `llm_gram=False` h'h is not formed (conjugate gradient), only its diagonal.
     """
 
-    def __init__(self, linear_dim: int, llm_dim: int, out_dim: int, llm_gram: bool = True):
+    def __init__(self, linear_dim: int, llm_dim: int, out_dim: int, llm_gram: bool = True, n_cov: int = 0):
         self.dims = (linear_dim, llm_dim, out_dim)
         self.llm_gram = llm_gram
+        self.n_cov = n_cov  # the last n_cov columns of the linear block are covariate features
         self.count = 0
         self._rows = 0
         self.totals: dict[str, torch.Tensor] = {}
@@ -123,7 +127,8 @@ class GramAccumulator:
         self.totals.clear()
         diag = tensors["hd"][:, 0] if "hd" in tensors else (torch.diagonal(tensors["hh"]).clone() if "hh" in tensors else None)
         return RidgeSystem(A=tensors.get("uu"), B=tensors.get("uh"), C=tensors.get("hh"), bu=tensors.get("ut"),
-                           bh=tensors.get("ht"), tt=float(tensors["tt"]), count=int(round(float(count))), diag_h=diag)
+                           bh=tensors.get("ht"), tt=float(tensors["tt"]), count=int(round(float(count))), diag_h=diag,
+                           n_cov=self.n_cov)
 
 
 @dataclass
@@ -138,17 +143,32 @@ class RidgeSystem:
     tt: float
     count: int
     diag_h: torch.Tensor | None = None  # diagonal of h'h [Ph]
+    n_cov: int = 0  # the linear block ends with this many covariate features (after the intercept)
+
+    @property
+    def intercept(self) -> int:
+        """Index of the constant column in the linear block (after z, before the covariates)."""
+        return self.A.shape[0] - 1 - self.n_cov
 
     def scale(self, block: str) -> float:
-        """Mean diagonal of a block's Gram: the unit relative penalties are given in."""
-        diag = torch.diagonal(self.A)[:-1] if block == "linear" else self.diag_h
+        """Mean diagonal of a block's Gram (linear: z's part, cov: the covariates', llm): the unit relative
+        penalties are given in."""
+        if block == "linear":
+            diag = torch.diagonal(self.A)[:self.intercept]
+        elif block == "cov":
+            diag = torch.diagonal(self.A)[self.intercept + 1:]
+        else:
+            diag = self.diag_h
         value = float(diag.mean()) if diag is not None and diag.numel() else 1.0
         return value if value > 0 else 1.0
 
-    def linear_penalty(self, lam: float) -> torch.Tensor:
-        """Diagonal penalty of the linear block: lam on z's weights, none on the intercept."""
+    def linear_penalty(self, lam: float, lam_cov: float | None = None) -> torch.Tensor:
+        """Diagonal penalty of the linear block: lam on z's weights, none on the intercept, lam_cov on the
+        covariates' (lam when not given)."""
         pen = torch.full((self.A.shape[0],), lam, dtype=torch.float64, device=self.A.device)
-        pen[-1] = 0.0
+        pen[self.intercept] = 0.0
+        if self.n_cov and lam_cov is not None:
+            pen[self.intercept + 1:] = lam_cov
         return pen
 
 
@@ -164,6 +184,7 @@ class RidgeFit:
     val_mse: float
     search: list[dict] = field(default_factory=list)  # every candidate tried: alphas and validation MSE
     train_mse: float = float("nan")  # of the fit, in the head's units
+    alpha_cov: float | None = None  # the covariates' penalty (relative), when the data has covariates
 
 
 class ValidationSet:
@@ -212,22 +233,53 @@ def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
     return factor
 
 
-def solve_linear(system: RidgeSystem, lam: float) -> torch.Tensor:
+def solve_linear(system: RidgeSystem, lam: float, lam_cov: float | None = None) -> torch.Tensor:
     """Wu for the linear block alone (rlinear)."""
-    factor = _cholesky(system.A + torch.diag(system.linear_penalty(lam)))
+    factor = _cholesky(system.A + torch.diag(system.linear_penalty(lam, lam_cov)))
     return torch.cholesky_solve(system.bu, factor)
 
 
-def fit_linear(system: RidgeSystem, val: ValidationSet, alphas=LINEAR_ALPHAS, fixed: float | None = None) -> RidgeFit:
-    """rlinear: the linear block alone, lu chosen on validation (or `fixed`, relative)."""
-    scale = system.scale("linear")
-    tried = []
-    for alpha in [fixed] if fixed is not None else alphas:
-        Wu = solve_linear(system, alpha * scale)
-        tried.append((alpha, val.mse_of(val.u @ Wu), Wu))
-    alpha, mse, Wu = min(tried, key=lambda r: r[1])
-    return RidgeFit(Wu=Wu, Wh=None, alpha_linear=alpha, alpha_llm=None, val_mse=mse,
-                    search=[{"alpha_linear": a, "val_mse": m} for a, m, _ in tried])
+COV_START_ALPHA = 1.0  # the covariates' relative penalty while the first lu sweep runs
+
+
+def search_linear(solve: Callable, system: RidgeSystem, grid, fixed_cov: float | None = None,
+                  cov_grid=LINEAR_ALPHAS) -> tuple[list[tuple], tuple]:
+    """Validation search of the linear block's relative penalties. `solve(alpha_u, alpha_c)` -> (val mse, Wu).
+    Without covariates: every alpha_u of `grid`. With them, a coordinate search: alpha_u over `grid` at a start
+    alpha_c, alpha_c over `cov_grid` (unless fixed) at the best alpha_u, then alpha_u again. Returns (every
+    (alpha_u, alpha_c, mse, Wu) tried, the best of them)."""
+    tried: list[tuple] = []
+
+    def sweep(pairs):
+        for a_u, a_c in pairs:
+            mse, Wu = solve(a_u, a_c)
+            tried.append((a_u, a_c, mse, Wu))
+        return min(tried, key=lambda r: r[2])
+
+    if not system.n_cov:
+        return tried, sweep((a, None) for a in grid)
+    a_c = fixed_cov if fixed_cov is not None else COV_START_ALPHA
+    best = sweep((a, a_c) for a in grid)
+    if fixed_cov is None:
+        best = sweep((best[0], c) for c in cov_grid if c != a_c)
+        if len(grid) > 1:
+            best = sweep((a, best[1]) for a in grid if a != best[0])
+    return tried, best
+
+
+def fit_linear(system: RidgeSystem, val: ValidationSet, alphas=LINEAR_ALPHAS, fixed: float | None = None,
+               fixed_cov: float | None = None) -> RidgeFit:
+    """rlinear: the linear block alone, lu (and the covariates' lc) chosen on validation (or `fixed`, relative)."""
+    scale, scale_c = system.scale("linear"), system.scale("cov")
+
+    def solve(a_u, a_c):
+        Wu = solve_linear(system, a_u * scale, a_c * scale_c if a_c is not None else None)
+        return val.mse_of(val.u @ Wu), Wu
+
+    tried, (alpha, alpha_c, mse, Wu) = search_linear(solve, system, [fixed] if fixed is not None else alphas, fixed_cov)
+    return RidgeFit(Wu=Wu, Wh=None, alpha_linear=alpha, alpha_llm=None, val_mse=mse, alpha_cov=alpha_c,
+                    search=[{"alpha_linear": a, **({"alpha_cov": c} if c is not None else {}), "val_mse": m}
+                            for a, c, m, _ in tried])
 
 
 @dataclass
@@ -334,19 +386,20 @@ def _refined(best: float, grid) -> list[float]:
 
 
 def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | DualBlock | None = None, *,
-               linear_alphas=LINEAR_ALPHAS, llm_alphas=LLM_ALPHAS, fixed_linear: float | None = None,
-               fixed_llm: float | None = None, progress: Callable[[str], None] | None = None) -> RidgeFit:
+               fixed_linear: float | None = None, fixed_llm: float | None = None, fixed_cov: float | None = None,
+               progress: Callable[[str], None] | None = None) -> RidgeFit:
     """Exact ridge with an llm block (and optionally a linear block), every candidate pair scored on
     validation: one factorization per lh (`block.reduced`), then every lu through the small Schur system
     (S0 + Lu) Wu = r0. The lh grid goes a decade further while its best lies at an end, then half a decade
     either side of the best."""
     block = block or PrimalBlock(system, val)
-    llm_grid = [fixed_llm] if fixed_llm is not None else list(llm_alphas)
-    lin_grid = [fixed_linear] if fixed_linear is not None else list(linear_alphas)
+    llm_grid = [fixed_llm] if fixed_llm is not None else list(LLM_ALPHAS)
+    lin_grid = [fixed_linear] if fixed_linear is not None else list(LINEAR_ALPHAS)
     scale_h = system.scale("llm")
     scale_u = system.scale("linear") if system.A is not None else 1.0
+    scale_c = system.scale("cov") if system.A is not None else 1.0
     tried: list[dict] = []
-    best: tuple | None = None  # (val mse, alpha_h, alpha_u, Wu, Reduced): Wh is formed once, at the end
+    best: tuple | None = None  # (val mse, alpha_h, alpha_u, Wu, Reduced, alpha_c): Wh is formed once, at the end
 
     def try_llm(alpha_h: float) -> float:
         nonlocal best
@@ -355,17 +408,20 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
             mse = val.mse_of(red.val_m)
             tried.append({"alpha_llm": alpha_h, "val_mse": mse})
             if best is None or mse < best[0]:
-                best = (mse, alpha_h, None, None, red)
+                best = (mse, alpha_h, None, None, red, None)
             return mse
-        here = []
-        for alpha_u in lin_grid:
-            Wu = torch.linalg.solve(red.S0 + torch.diag(system.linear_penalty(alpha_u * scale_u)), red.r0)
-            mse = val.mse_of((val.u - red.val_M) @ Wu + red.val_m)
-            tried.append({"alpha_linear": alpha_u, "alpha_llm": alpha_h, "val_mse": mse})
-            here.append(mse)
-            if best is None or mse < best[0]:
-                best = (mse, alpha_h, alpha_u, Wu, red)
-        return min(here)
+
+        def solve(alpha_u, alpha_c):
+            pen = system.linear_penalty(alpha_u * scale_u, alpha_c * scale_c if alpha_c is not None else None)
+            Wu = torch.linalg.solve(red.S0 + torch.diag(pen), red.r0)
+            return val.mse_of((val.u - red.val_M) @ Wu + red.val_m), Wu
+
+        here, (alpha_u, alpha_c, mse, Wu) = search_linear(solve, system, lin_grid, fixed_cov)
+        tried.extend({"alpha_linear": a, **({"alpha_cov": c} if c is not None else {}), "alpha_llm": alpha_h,
+                      "val_mse": m} for a, c, m, _ in here)
+        if best is None or mse < best[0]:
+            best = (mse, alpha_h, alpha_u, Wu, red, alpha_c)
+        return mse
 
     def report(alpha_h, mse, note):
         if progress:
@@ -382,8 +438,9 @@ def fit_direct(system: RidgeSystem, val: ValidationSet, block: PrimalBlock | Dua
             report(alpha_h, try_llm(alpha_h), "beyond the grid")
         for alpha_h in _refined(best[1], llm_grid):
             report(alpha_h, try_llm(alpha_h), "refinement")
-    mse, alpha_h, alpha_u, Wu, red = best
-    fit = RidgeFit(Wu=Wu, Wh=red.weights(Wu), alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried)
+    mse, alpha_h, alpha_u, Wu, red, alpha_c = best
+    fit = RidgeFit(Wu=Wu, Wh=red.weights(Wu), alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried,
+                   alpha_cov=alpha_c)
     fit.train_mse = block.train_mse(fit)
     return fit
 
@@ -410,10 +467,11 @@ class ConjugateGradientRidge:
             return self.reduce(torch.zeros_like(v))
         return self.reduce((h.T @ (h @ v.to(h.dtype))).double())
 
-    def solve(self, lam_h: float, lam_u: float | None, start: torch.Tensor | None = None) -> tuple:
+    def solve(self, lam_h: float, lam_u: float | None, start: torch.Tensor | None = None,
+              lam_cov: float | None = None) -> tuple:
         s = self.system
         has_u = s.A is not None
-        pen_u = s.linear_penalty(lam_u) if has_u else None
+        pen_u = s.linear_penalty(lam_u, lam_cov) if has_u else None
         rhs = torch.cat([s.bu, s.bh]) if has_u else s.bh
         pu = s.A.shape[0] if has_u else 0
 
@@ -451,19 +509,22 @@ class ConjugateGradientRidge:
 
 
 def fit_conjugate_gradient(system: RidgeSystem, val: ValidationSet, train_h: torch.Tensor, *,
-                           reduce: Reduce = _identity, llm_alphas=LLM_ALPHAS, fixed_linear: float | None = None,
-                           fixed_llm: float | None = None, progress: Callable[[str], None] | None = None) -> RidgeFit:
-    """The search of `fit_direct`, cheaper per candidate: lu is chosen first on the linear block alone
+                           reduce: Reduce = _identity, fixed_linear: float | None = None,
+                           fixed_llm: float | None = None, fixed_cov: float | None = None,
+                           progress: Callable[[str], None] | None = None) -> RidgeFit:
+    """The search of `fit_direct`, cheaper per candidate: lu (and lc) are chosen first on the linear block alone
     (rlinear's choice) and kept; lh runs down the grid, each solve warm-started from the previous one."""
-    alpha_u = None
+    alpha_u = alpha_c = None
     if system.A is not None:
-        alpha_u = fixed_linear if fixed_linear is not None else fit_linear(system, val).alpha_linear
-    grid = [fixed_llm] if fixed_llm is not None else sorted(llm_alphas, reverse=True)
+        alone = fit_linear(system, val, fixed=fixed_linear, fixed_cov=fixed_cov)
+        alpha_u, alpha_c = alone.alpha_linear, alone.alpha_cov
+    grid = [fixed_llm] if fixed_llm is not None else sorted(LLM_ALPHAS, reverse=True)
     cg = ConjugateGradientRidge(system, train_h, reduce)
     tried, best, start = [], None, None
     for alpha_h in grid:
         lam_u = alpha_u * system.scale("linear") if alpha_u is not None else None
-        Wu, Wh = cg.solve(alpha_h * system.scale("llm"), lam_u, start)
+        lam_c = alpha_c * system.scale("cov") if alpha_c is not None else None
+        Wu, Wh = cg.solve(alpha_h * system.scale("llm"), lam_u, start, lam_cov=lam_c)
         start = torch.cat([Wu, Wh]) if Wu is not None else Wh
         pred = val.h_times(Wh) + (val.u @ Wu if Wu is not None else 0)
         mse = val.mse_of(pred)
@@ -474,4 +535,4 @@ def fit_conjugate_gradient(system: RidgeSystem, val: ValidationSet, train_h: tor
         if best is None or mse < best[0]:
             best = (mse, alpha_h, Wu, Wh)
     mse, alpha_h, Wu, Wh = best
-    return RidgeFit(Wu=Wu, Wh=Wh, alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried)
+    return RidgeFit(Wu=Wu, Wh=Wh, alpha_linear=alpha_u, alpha_llm=alpha_h, val_mse=mse, search=tried, alpha_cov=alpha_c)

@@ -39,4 +39,5 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
     use = {"auto": None, "none": []}.get(m.calendar, m.calendar) if isinstance(m.calendar, str) else m.calendar
     calendar = CalendarSpec(tuple(calendar_attrs), None if use is None else tuple(use), m.temporal_pooling,
                             zero_init=m.calendar_init == "zero")
-    return LLM4TS(backbone, info, Patching(d.seq_len, d.patch_len, d.stride), d.pred_len, calendar, m)
+    covariates = (len(d.covariates.known), len(d.covariates.past))
+    return LLM4TS(backbone, info, Patching(d.seq_len, d.patch_len, d.stride), d.pred_len, calendar, m, covariates)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llm4ts_scale.core.covariates import covariate_features, covariate_width
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.model.adapters import is_norm, is_position_table, owned_parameter_names
 from llm4ts_scale.model.backbone import BackboneInfo, is_quantized, logical_numel, memory_bytes
@@ -22,9 +23,10 @@ class LLM4TS(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, info: BackboneInfo, patching: Patching, pred_len: int,
-                 calendar: CalendarSpec, options):
+                 calendar: CalendarSpec, options, covariates: tuple[int, int] = (0, 0)):
         """`options`: the run's model settings (llm4ts_scale/core/config.py:ModelConfig): conv_kernel, dropout,
-        revin_affine, tune_norms, tune_positions, embed_init and head are read from it."""
+        revin_affine, tune_norms, tune_positions, embed_init, head and the read-out are read from it.
+        `covariates`: how many known and past covariates the data has (they enter the linear shortcut)."""
         super().__init__()
         self.info = info
         seq_len, patch_len = patching.seq_len, patching.patch_len
@@ -55,8 +57,10 @@ class LLM4TS(nn.Module):
         self._reads_earlier_blocks = self.read_layers != (info.layers_loaded,)
         if self._reads_earlier_blocks:
             final_norm(backbone)  # a backbone without one is refused here, at build time
+        self.covariates = covariates  # (known, past) counts
         self.head = ForecastHead(self.feature_shape[1], self.feature_shape[0], pred_len, options.dropout,
-                                 shortcut_len=seq_len if options.head == "flatten+linear" else None)
+                                 shortcut_len=seq_len if options.head == "flatten+linear" else None,
+                                 cov_width=covariate_width(*covariates, seq_len, pred_len))
         # Backbone parameters that may train besides LoRA, by full name (stable: module structure is fixed).
         self._norm_names = ({f"backbone.{n}" for n in owned_parameter_names(backbone, is_norm)}
                             if options.tune_norms else set())
@@ -67,12 +71,24 @@ class LLM4TS(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forecast(self, x: torch.Tensor, x_mark: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, H] forecasts in the input's units; `hidden`: cached features in place of encoder + backbone."""
+    def forecast(self, x: torch.Tensor, x_mark: torch.Tensor, hidden: torch.Tensor | None = None,
+                 known: torch.Tensor | None = None, past: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H] forecasts in the input's units; `hidden`: cached features in place of encoder + backbone;
+        `known` [B, L + H, K] and `past` [B, L, K]: the window's covariates, standardized."""
         stats = self.revin.statistics(x)
         z = self.revin.normalize(x, stats)
         h = self.readout(z, x_mark) if hidden is None else hidden.to(self.head.proj.weight.dtype)
-        return self.revin.denormalize(self.head(h, z), stats)
+        return self.revin.denormalize(self.head(h, z, self.covariate_features(known, past)), stats)
+
+    def covariate_features(self, known: torch.Tensor | None, past: torch.Tensor | None) -> torch.Tensor | None:
+        """What the head's covariate map reads (None without covariates); refuses a batch that lacks them."""
+        if self.head.cov is None:
+            return None
+        for name, count, given in (("known", self.covariates[0], known), ("past", self.covariates[1], past)):
+            if count and (given is None or given.shape[-1] != count):
+                raise UserError(f"this model reads {count} {name} covariate(s); the data gives "
+                                f"{0 if given is None else given.shape[-1]}: pass the covariate columns it was trained with")
+        return covariate_features(known, past, self.seq_len)
 
     def align(self, x: torch.Tensor, x_mark: torch.Tensor, future: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, target), each [B, T-1, P] normalized; `future` [B, S]: the S values after the look-back."""
@@ -84,7 +100,8 @@ class LLM4TS(nn.Module):
         return self.readout(self.revin.normalize(x, self.revin.statistics(x)), x_mark)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor, task: str = "forecast",
-                future: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
+                future: torch.Tensor | None = None, hidden: torch.Tensor | None = None,
+                known: torch.Tensor | None = None, past: torch.Tensor | None = None):
         """One entry for wrappers that only call forward (a DeepSpeed engine, DDP): `task` picks forecast,
         align or features above. Code holding the plain module calls those methods directly."""
         if task == "align":
@@ -95,7 +112,7 @@ class LLM4TS(nn.Module):
             return self.features(x, x_mark)
         if task != "forecast":
             raise ValueError(f"task must be 'forecast', 'align' or 'features', got {task!r}")
-        return self.forecast(x, x_mark, hidden)
+        return self.forecast(x, x_mark, hidden, known, past)
 
     def align_normalized(self, z: torch.Tensor, z_future: torch.Tensor, x_mark: torch.Tensor):
         """Next-patch prediction on the RevIN-normalized series z (before the affine, which is learnable

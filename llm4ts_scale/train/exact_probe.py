@@ -12,6 +12,7 @@ The design, per (window, channel) sample, in the head's own (RevIN-normalized) u
   h = the backbone's hidden states, flattened [T * D]     -> the flatten head's weight (no bias)
   u = [z, 1], z the RevIN-normalized look-back [L + 1]    -> the shortcut Linear(L -> H) (model.head:
                                                              flatten+linear), its bias unpenalized
+      + the covariates' features, when the data has them     -> the head's Linear(width -> H), its own penalty
   t = the target y mapped through the inverse of RevIN's de-normalization
 The fit is unweighted in these units (as rlinear's, which validated better than a fit weighted back to
 the data's scale); dropout is off, as at inference.
@@ -89,6 +90,7 @@ class _Design:
     def __init__(self, model, unwrapped, device, precision: str):
         self.model, self.unwrapped, self.device, self.precision = model, unwrapped, device, precision
         self.shortcut = unwrapped.head.linear is not None
+        self.n_cov = unwrapped.head.cov.in_features if unwrapped.head.cov is not None else 0
 
     def __call__(self, batch: dict):
         revin = self.unwrapped.revin
@@ -98,6 +100,8 @@ class _Design:
             hidden = self.model(x, batch["x_mark"], task="features")
         h = hidden.float().flatten(1)
         u = with_intercept(revin.normalize(x, stats).float()) if self.shortcut else None
+        if self.n_cov:
+            u = torch.cat([u, self.unwrapped.covariate_features(batch.get("known"), batch.get("past")).float()], dim=1)
         t = revin.to_head_space(y, stats).float()
         return u, h, t, stats
 
@@ -119,9 +123,9 @@ def fit_exact_head(recipe) -> ProbeResult:
     method = choose_method(samples, features, config.train.ridge_max_gram_features)
     was_training = recipe.model.training
     recipe.model.eval()
-    pu = d.seq_len + 1 if design.shortcut else 0
+    pu = d.seq_len + 1 + design.n_cov if design.shortcut else 0
 
-    gram = GramAccumulator(pu, features, d.pred_len, llm_gram=method == "primal")
+    gram = GramAccumulator(pu, features, d.pred_len, llm_gram=method == "primal", n_cov=design.n_cov)
     train_parts: list[tuple] = []  # (u, h, t) of this rank's training rows, held for the dual and cg methods
     val_parts: list[tuple] = []
     with torch.no_grad():
@@ -147,7 +151,8 @@ def fit_exact_head(recipe) -> ProbeResult:
                             reduce=reduce,
                             scale=torch.cat([p[3][1] for p in val_parts]).double() / weight if val_parts else torch.zeros(0, 1))
     fixed = dict(fixed_linear=None if cfg.penalty_linear == "auto" else float(cfg.penalty_linear),
-                 fixed_llm=None if cfg.penalty_llm == "auto" else float(cfg.penalty_llm), progress=recipe.log)
+                 fixed_llm=None if cfg.penalty_llm == "auto" else float(cfg.penalty_llm),
+                 fixed_cov=None if cfg.penalty_cov == "auto" else float(cfg.penalty_cov), progress=recipe.log)
     train_h = _cat(train_parts, 1, torch.zeros(0, features))
     if method == "cg":
         fit = fit_conjugate_gradient(system, val_set, train_h, reduce=reduce, **fixed)
@@ -173,6 +178,7 @@ def fit_exact_head(recipe) -> ProbeResult:
     recipe.model.train(was_training)
     entry = {"solver": "exact", "method": method_name, "features": features, "train_samples": system.count,
              "alpha_linear": fit.alpha_linear, "alpha_llm": fit.alpha_llm,
+             **({"alpha_cov": fit.alpha_cov, "covariate_features": design.n_cov} if design.n_cov else {}),
              "search": [{k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
                         for row in fit.search],
              "time_s": round(time.time() - started, 3)}
@@ -185,4 +191,6 @@ def _install(unwrapped, fit, seq_len: int) -> None:
     if fit.Wu is not None:
         state["head.linear.weight"] = fit.Wu[:seq_len].T.float().contiguous()
         state["head.linear.bias"] = fit.Wu[seq_len].float().contiguous()
+        if fit.Wu.shape[0] > seq_len + 1:  # the covariates' map
+            state["head.cov.weight"] = fit.Wu[seq_len + 1:].T.float().contiguous()
     load_tunable_state(unwrapped, state, source="exact linear probing")
