@@ -211,7 +211,7 @@ class Forecaster:
         """config.json + model.safetensors + adapter/ (PEFT): loadable by from_pretrained and by the CLI's
         predict/evaluate. Refuses a non-empty directory that is not a forecaster export."""
         from llm4ts_scale.core.weights import collect_tunable_state
-        from llm4ts_scale.inference.export import write_pretrained
+        from llm4ts_scale.inference.export import CONFORMAL_FILE, SERIES_FILE, write_pretrained
 
         loaded, directory = self.loaded, Path(directory)
         if directory.exists() and (not directory.is_dir() or (any(directory.iterdir())
@@ -221,5 +221,5 @@ class Forecaster:
         weights = {k: v for k, v in collect_tunable_state(loaded.model).items() if not k.startswith("align_head.")}
         meta = json.loads((loaded.export_dir / "config.json").read_text())
         write_pretrained(directory, loaded.config, loaded.data, loaded.model, weights, meta.get("metrics", {}),
-                         loaded.precision)
+                         loaded.precision, {CONFORMAL_FILE: loaded.conformal, SERIES_FILE: loaded.series_file})
         return directory

@@ -3,6 +3,12 @@
 Ranks hold different numbers of windows, but under ZeRO-3 every forward pass is a collective, so
 all ranks must run the same number of batches: a rank that runs out feeds a masked copy of a batch
 (its rows are not scored). Sums are reduced across ranks by the metric accumulator, never averaged.
+
+Prediction intervals come from the same passes: `calibrate` keeps the normalized residuals of the
+validation windows (gathered from every rank, so the table does not depend on the world size) and
+`evaluate_split(conformal=...)` adds coverage, CRPS, WQL and MASE to the point metrics
+(llm4ts_scale/core/conformal.py). `Forecaster` lets any batch -> forecast function (a baseline) go
+through these same passes.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from llm4ts_scale.core.conformal import CRPS_LEVELS, ConformalTable, window_scale
 from llm4ts_scale.core.faults import maybe_die
-from llm4ts_scale.core.metrics import MetricAccumulator
+from llm4ts_scale.core.metrics import MetricAccumulator, ProbabilisticAccumulator
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
@@ -73,13 +80,16 @@ def no_grad_mode(inference: bool):
 
 
 def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int, task: str,
-                   cache=None, inference: bool = True) -> dict:
+                   cache=None, inference: bool = True, conformal: ConformalTable | None = None) -> dict:
     """Metrics of `spec`'s windows (forecast: H steps; align: next-patch, windows of L + stride).
     `cache`: a FeatureCache of this split's frozen features (linear probing); `spec.step` k scores
-    every k-th window only (data.val_stride)."""
+    every k-th window only (data.val_stride). With `conformal` (a forecasting task), the quantile
+    forecasts it gives are scored too: crps, wql, coverage_80, width_80, mase."""
     was_training = model.training
     model.eval()
     metrics = MetricAccumulator()
+    prob = ProbabilisticAccumulator(CRPS_LEVELS) if conformal is not None else None
+    mase_scale = torch.as_tensor(store.series.mase_scale) if conformal is not None else None
     with no_grad_mode(inference):
         for batch, mask in lockstep_batches(store, spec, batch_size, topology):
             maybe_die("test" if spec.split == "test" else "eval")
@@ -87,6 +97,69 @@ def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_
             with autocast(topology.device, topology.precision):
                 pred, target = model_outputs(model, batch, task, hidden)
             metrics.update(pred.float(), target.float(), mask)
+            if prob is not None:
+                quantiles = conformal.quantiles(pred.float(), window_scale(batch["x"]), CRPS_LEVELS)
+                prob.update(quantiles, pred.float(), target.float(), mase_scale[batch["channel"].cpu()], mask)
     model.train(was_training)
     metrics.reduce()
-    return metrics.compute()
+    out = metrics.compute()
+    if prob is not None:
+        out.update(prob.reduce().compute(CRPS_LEVELS), calibration_windows=conformal.size)
+    return out
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, concatenated in rank order, on every rank (ranks may hold different counts)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+            torch.distributed.get_world_size() == 1:
+        return t
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    local = t.to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([local.shape[0]], dtype=torch.int64, device=device))
+    most = int(max(s.item() for s in sizes))
+    padded = torch.cat([local, local.new_zeros(most - local.shape[0], *local.shape[1:])])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:int(n.item())] for part, n in zip(parts, sizes)]).to(t.device)
+
+
+def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int,
+              inference: bool = True) -> ConformalTable:
+    """The split-conformal table of a forecaster: its residuals on `spec`'s (validation) windows, each divided
+    by its window's scale, gathered from every rank."""
+    was_training = model.training
+    model.eval()
+    residuals = []
+    with no_grad_mode(inference):
+        for batch, mask in lockstep_batches(store, spec, batch_size, topology, desc="calibrating intervals"):
+            with autocast(topology.device, topology.precision):
+                pred, target = model_outputs(model, batch, "forecast")
+            if mask is None:
+                residuals.append(((target.double() - pred.double()) / window_scale(batch["x"])).cpu())
+    model.train(was_training)
+    local = torch.cat(residuals) if residuals else torch.zeros(0, spec.pred_len, dtype=torch.float64)
+    return ConformalTable.from_residuals(gather_rows(local))
+
+
+class Forecaster(torch.nn.Module):
+    """A batch -> forecast function ([B, H], the batch's units) as a model `evaluate_split` and `calibrate` take:
+    how the baselines get the same windows, metrics and intervals as the LLM."""
+
+    def __init__(self, forecast):
+        super().__init__()
+        self.fn = forecast
+
+    def forward(self, x, x_mark, task: str = "forecast", hidden=None, known=None, past=None):
+        return self.fn({"x": x, "x_mark": x_mark, "known": known, "past": past}).float()
+
+
+def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, batch_size: int = 4096) -> dict:
+    """Test metrics of a single-process forecaster (batch -> [B, H]) with split-conformal intervals calibrated on
+    `val`: the point metrics, then crps, wql, coverage_80, width_80, mase."""
+    model, topology = Forecaster(forecast), Topology()
+    table = calibrate(model, store, val, topology, batch_size=batch_size)
+    return evaluate_split(model, store, test, topology, batch_size=batch_size, task="forecast", conformal=table)

@@ -211,10 +211,10 @@ def rlinear_val(dataset: str, overrides: list[str]) -> float:
     if not path.is_file():
         from llm4ts_scale.baselines.rlinear import fit_rlinear
         from llm4ts_scale.core.config import load_config
-        from llm4ts_scale.data.sources import open_store
+        from llm4ts_scale.data.sources import open_run_store
 
         d = load_config(None, DATASETS[dataset] + look_back).data
-        store = open_store(d.path, split=d.split)
+        store = open_run_store(d)
         r = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, val_stride=d.val_stride,
                         score_test=False)
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,11 @@ look-back, a few transformer encoder layers with batch norm, a flatten head, cha
 MSE, few-shot training windows, best-validation epoch, test scored once).
 
 The default recipe is the official PatchTST/42 setting for ETTh1 (d_model 16, 4 heads, 3 layers, FFN 128,
-dropout 0.3, lr 1e-4 with Time-Series-Library's type3 schedule, batch 128); for ILI the official run
-uses patches of 24 with stride 2, lr 0.0025 and batch 16 (`ILI_RECIPE`, what tools/bench_accuracy.py runs).
+dropout 0.3, Time-Series-Library's type3 schedule, batch 128) with the learning rate validation chose for
+the few-shot data: 1e-3 (the official 1e-4 was tuned on all of ETTh1's training data; on 10 % it validated
+at 0.823 against 0.730 for 1e-3 and 0.738 for 3e-3, results/patchtst-lr/). For ILI the official run uses
+patches of 24 with stride 2, batch 16 and a constant lr (`ILI_RECIPE`, what tools/bench_accuracy.py runs),
+where validation again preferred 1e-3 to the official 2.5e-3 (0.240 against 0.247).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class PatchTSTRecipe:
     dropout: float = 0.3
     head_dropout: float = 0.0
     epochs: int = 100
-    lr: float = 1.0e-4
+    lr: float = 1.0e-3
     schedule: str = "type3"
     batch_size: int = 128
     patience: int = 10
@@ -67,7 +70,7 @@ class PatchTSTRecipe:
                          self.patience, self.eval_batch_size, val_stride=self.val_stride)
 
 
-ILI_RECIPE = PatchTSTRecipe(patch_len=24, stride=2, lr=0.0025, schedule="constant", batch_size=16)
+ILI_RECIPE = PatchTSTRecipe(patch_len=24, stride=2, lr=1.0e-3, schedule="constant", batch_size=16)
 
 
 def recipe_from_pairs(pairs: list[str], base: PatchTSTRecipe = PatchTSTRecipe()) -> PatchTSTRecipe:

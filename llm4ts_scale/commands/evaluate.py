@@ -17,7 +17,7 @@ standardized scale, `samples` counts the (window, channel) pairs scored.
 dlinear and patchtst are trained first (on train, few-shot honoured; the best-validation epoch is kept),
 then scored on --split (val or test); --out writes both {"val": ..., "test": ...}. patchtst is PatchTST
 (Nie et al. 2023) from random weights, the official ETTh1 setting by default; --set changes its recipe
-(llm4ts_scale/baselines/patchtst.py:PatchTSTRecipe), e.g. --set patch_len=24 stride=2 lr=0.0025 batch_size=16.
+(llm4ts_scale/baselines/patchtst.py:PatchTSTRecipe), e.g. --set patch_len=24 stride=2 schedule=constant batch_size=16 (ILI).
 rlinear (RevIN + ridge regression on the look-back, Li et al. 2023) is solved in closed form on train
 (few-shot honoured), its penalty chosen on every validation window; --out writes val and test.
 """
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
                                                             "stopping after 3 without a better validation MSE; "
                                                             "patchtst 100, after 10)")
     p.add_argument("--lr", type=float, default=None, help="dlinear, patchtst: Adam learning rate (dlinear 0.005, "
-                                                          "halved every epoch; patchtst 1e-4)")
+                                                          "halved every epoch; patchtst 1e-3)")
     p.add_argument("--seed", type=int, default=None, help="dlinear, patchtst: seed of the initial weights, dropout "
                                                           "and the shuffle order (default 2023)")
     p.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",

@@ -132,3 +132,89 @@ class MetricAccumulator:
 def write_metrics_json(path: str | os.PathLike, metrics_by_split: dict) -> Path:
     """Write {split: metrics} atomically (temp file + os.replace)."""
     return atomic_write_json(path, metrics_by_split)
+
+
+# ---------------------------------------------------------------- probabilistic forecasts
+
+# Order of the sums of ProbabilisticAccumulator's state: the pinball loss of each CRPS level, then the rest.
+_PROB_FIELDS = ("points", "abs_y", "covered", "width", "mase_sum", "mase_count")
+
+
+class ProbabilisticAccumulator:
+    """Exact sums for quantile forecasts [B, H, Q] at `levels` (which hold 0.1 and 0.9), reducible across ranks:
+
+    - crps: the quantile-averaged CRPS, 2/Q * sum over levels of the pinball loss, averaged over points
+      (standardized units), the approximation GIFT-Eval and Chronos report;
+    - wql: the same sum over levels divided by the sum of |y| (their weighted quantile loss, scale-free);
+    - coverage_80 / width_80: share of points inside [q_0.1, q_0.9], and that interval's mean width;
+    - mase: each window's MAE over its series' in-sample seasonal-naive MAE (data/store.py:SeriesIndex.mase_scale),
+      averaged over windows (series with no finite scale are left out and counted).
+    """
+
+    def __init__(self, levels):
+        self.levels = tuple(float(q) for q in levels)
+        if 0.1 not in self.levels or 0.9 not in self.levels:
+            raise ValueError("levels must include 0.1 and 0.9 (the 80 % interval)")
+        self._state: torch.Tensor | None = None
+        self._reduced = False
+
+    @torch.no_grad()
+    def update(self, quantiles: torch.Tensor, point: torch.Tensor, target: torch.Tensor, mase_scale: torch.Tensor,
+               weight_mask: torch.Tensor | None = None) -> None:
+        """quantiles [B, H, Q] at self.levels, point [B, H], target [B, H], mase_scale [B] (NaN: no scale)."""
+        if weight_mask is not None:
+            keep = weight_mask.to(device=quantiles.device, dtype=torch.bool).reshape(-1)
+            quantiles, point, target, mase_scale = quantiles[keep], point[keep], target[keep], mase_scale[keep]
+        q, y = quantiles.double(), target.double().unsqueeze(-1)
+        levels = torch.tensor(self.levels, dtype=torch.float64, device=q.device)
+        diff = y - q
+        pinball = torch.maximum(levels * diff, (levels - 1) * diff).sum(dim=(0, 1))  # [Q]
+        lo, hi = q[..., self.levels.index(0.1)], q[..., self.levels.index(0.9)]
+        yy = target.double()
+        window_mae = (point.double() - yy).abs().mean(dim=1)
+        scale = mase_scale.double().to(q.device)
+        valid = torch.isfinite(scale) & (scale > 0)
+        rest = torch.stack([
+            torch.tensor(float(yy.numel()), dtype=torch.float64, device=q.device), yy.abs().sum(),
+            ((yy >= lo) & (yy <= hi)).sum().double(), (hi - lo).sum(),
+            (window_mae[valid] / scale[valid]).sum(), valid.sum().double()])
+        stats = torch.cat([pinball, rest])
+        if self._state is None:
+            self._state = torch.zeros_like(stats)
+        self._state += stats
+
+    @torch.no_grad()
+    def reduce(self) -> ProbabilisticAccumulator:
+        """Sum over ranks (every rank calls it once, even with no data)."""
+        if self._reduced:
+            raise RuntimeError("ProbabilisticAccumulator.reduce() called twice")
+        if self._state is None:
+            self._state = torch.zeros(len(self.levels) + len(_PROB_FIELDS), dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            device = self._state.device
+            if torch.distributed.get_backend() == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+            state = self._state.to(device)
+            torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.SUM)
+            self._state = state
+        self._reduced = True
+        return self
+
+    def compute(self, crps_levels) -> dict:
+        """crps and wql over `crps_levels` (a subset of the levels), coverage_80, width_80, mase."""
+        if self._state is None:
+            return {}
+        state = self._state.cpu().tolist()
+        pinball = dict(zip(self.levels, state[:len(self.levels)]))
+        rest = dict(zip(_PROB_FIELDS, state[len(self.levels):]))
+        n = rest["points"]
+        if n == 0:
+            return {}
+        total = sum(pinball[float(q)] for q in crps_levels)
+        out = {"crps": 2 * total / (len(crps_levels) * n),
+               "wql": 2 * total / (len(crps_levels) * rest["abs_y"]) if rest["abs_y"] > 0 else float("nan"),
+               "coverage_80": rest["covered"] / n, "width_80": rest["width"] / n}
+        if rest["mase_count"] > 0:
+            out["mase"] = rest["mase_sum"] / rest["mase_count"]
+            out["mase_windows"] = int(round(rest["mase_count"]))
+        return out

@@ -59,11 +59,13 @@ class RunState:
 
     @classmethod
     def new(cls, config: RunConfig, data_fingerprint: str, world_size: int, precision: str = "no",
-            precision_reason: str = "") -> RunState:
+            precision_reason: str = "", series: dict | None = None) -> RunState:
+        """`series`: which series feed which split, and how many are too short for any (data/store.py:series_report)."""
         data = {
             "config": config.to_dict(),
             "config_hash": config.hash(),
             "data_fingerprint": data_fingerprint,
+            **({"series": series} if series is not None else {}),
             "versions": library_versions(),
             "world_size": world_size,
             "precision": precision,  # "bf16" or "no" (fp32): evaluation of this run reuses it

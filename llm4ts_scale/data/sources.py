@@ -91,3 +91,8 @@ def open_store(path_or_name: str | os.PathLike, *, split: str = "auto", freq: st
         f"data {name!r} not found: it is not a file or store directory, and no {name}.csv/{name}.parquet is in "
         f"{searched}; run `python tools/fetch_data.py {name}` or set LLM4TS_DATA_PATH to the folder holding it"
     )
+
+
+def open_run_store(data, path: str | os.PathLike | None = None) -> SeriesStore:
+    """The store a run's `data` config (core/config.py:DataConfig) describes; `path` in place of data.path."""
+    return open_store(path or data.path, split=data.split, freq=data.freq, fill=data.fill, schema=Schema.of(data))

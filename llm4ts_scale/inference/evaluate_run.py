@@ -15,4 +15,5 @@ def evaluate_loaded(loaded, data_path=None, split: str = "test") -> dict:
     d = loaded.config.data
     return evaluate_split(loaded.model, store, WindowSpec(split, d.seq_len, d.pred_len),
                           Topology(device=loaded.device, precision=loaded.precision), task="forecast",
-                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, loaded.device.type))
+                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, loaded.device.type),
+                          conformal=loaded.conformal)

@@ -5,6 +5,9 @@
     export/model.safetensors    every tuned parameter (heads, encoder, LoRA, norms, RevIN)
     export/adapter/             the LoRA adapter in PEFT's own format (save_pretrained), for reuse
                                 with other PEFT tooling
+    export/conformal.safetensors  the sorted normalized validation residuals behind the prediction
+                                intervals (llm4ts_scale/core/conformal.py)
+    export/series.arrow         a panel's series (ids, scalers), so predict reads new data of known ids alike
 
 `Forecaster.save_pretrained` (llm4ts_scale/api.py) writes the same layout anywhere. Exports written
 before the weights file took transformers' name (`weights.safetensors`) still load.
@@ -13,6 +16,7 @@ before the weights file took transformers' name (`weights.safetensors`) still lo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -24,6 +28,8 @@ from llm4ts_scale.core.weights import load_tunable_state, load_weights, save_wei
 
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "weights.safetensors"
+CONFORMAL_FILE = "conformal.safetensors"
+SERIES_FILE = "series.arrow"
 
 
 def _peft_modules(model: torch.nn.Module):
@@ -31,17 +37,27 @@ def _peft_modules(model: torch.nn.Module):
 
 
 def data_facts(store) -> dict:
-    """What a forecaster must know of its training data to read new data the same way."""
-    return {"columns": list(store.columns), "freq": store.freq, "calendar_attrs": list(store.calendar_attrs),
-            "mean": [float(v) for v in store.mean], "std": [float(v) for v in store.std],
-            "fingerprint": store.fingerprint}
+    """What a forecaster must know of its training data to read new data the same way: the columns and their
+    roles, frequency and calendar, and (wide) the train-split scaler of every column."""
+    facts = {"columns": list(store.columns), "targets": list(store.targets),
+             "covariates": {"known": list(store.known), "past": list(store.past)}, "layout": store.layout,
+             "freq": store.freq, "calendar_attrs": list(store.calendar_attrs), "fingerprint": store.fingerprint}
+    if store.layout == "wide":
+        facts.update(mean=[float(v) for v in store.column_mean], std=[float(v) for v in store.column_std])
+    return facts
 
 
 def write_pretrained(export_dir: Path, config: RunConfig, data: dict, model: torch.nn.Module, weights: dict,
-                     metrics: dict, precision: str = "no") -> None:
+                     metrics: dict, precision: str = "no", extras: dict | None = None) -> None:
+    """`extras`: {CONFORMAL_FILE: a ConformalTable, SERIES_FILE: the path of a panel's series table}, where known."""
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     save_weights(weights, export_dir / WEIGHTS_FILE)  # the last stage's (lp or ft): no alignment head
+    extras = extras or {}
+    if extras.get(CONFORMAL_FILE) is not None:
+        save_weights(extras[CONFORMAL_FILE].state(), export_dir / CONFORMAL_FILE)
+    if extras.get(SERIES_FILE) is not None and Path(extras[SERIES_FILE]) != export_dir / SERIES_FILE:
+        shutil.copyfile(extras[SERIES_FILE], export_dir / SERIES_FILE)
     for peft_model in _peft_modules(model)[:1]:
         peft_model.save_pretrained(str(export_dir / "adapter"))
     atomic_write_json(export_dir / "config.json", {
@@ -53,8 +69,21 @@ def write_pretrained(export_dir: Path, config: RunConfig, data: dict, model: tor
 
 
 def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Module, weights: dict, metrics: dict,
-                 precision: str = "no") -> None:
-    write_pretrained(export_dir, config, data_facts(store), model, weights, metrics, precision)
+                 precision: str = "no", conformal=None) -> None:
+    series = store.path / SERIES_FILE if store.layout == "panel" else None
+    write_pretrained(export_dir, config, data_facts(store), model, weights, metrics, precision,
+                     {CONFORMAL_FILE: conformal, SERIES_FILE: series})
+
+
+def read_extras(export_dir: Path) -> dict:
+    """{CONFORMAL_FILE: ConformalTable or None, SERIES_FILE: path or None} of an export."""
+    from llm4ts_scale.core.conformal import ConformalTable
+
+    export_dir = Path(export_dir)
+    conformal = export_dir / CONFORMAL_FILE
+    series = export_dir / SERIES_FILE
+    return {CONFORMAL_FILE: ConformalTable.from_state(load_weights(conformal)) if conformal.is_file() else None,
+            SERIES_FILE: series if series.is_file() else None}
 
 
 def weights_path(export_dir: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 from llm4ts_scale.core.config import RunConfig
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.precision import autocast
-from llm4ts_scale.inference.export import export_dir_of, load_exported_model
+from llm4ts_scale.inference.export import CONFORMAL_FILE, SERIES_FILE, export_dir_of, load_exported_model, read_extras
 
 
 @dataclass
@@ -27,11 +27,17 @@ class LoadedModel:
     precision: str  # "bf16" or "no"
     device: torch.device
     export_dir: Path
+    conformal: object = None  # llm4ts_scale/core/conformal.py:ConformalTable (None: an export without intervals)
+    series_file: Path | None = None  # a panel's series table (ids and scalers)
 
-    def forecast(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
+    def forecast(self, x: torch.Tensor, x_mark: torch.Tensor, known: torch.Tensor | None = None,
+                 past: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H] in the standardized units of x, in the run's precision."""
+        def to(t):
+            return t.to(self.device) if t is not None else None
+
         with torch.inference_mode(), autocast(self.device, self.precision):
-            return self.model.forecast(x.to(self.device), x_mark.to(self.device)).float()
+            return self.model.forecast(x.to(self.device), x_mark.to(self.device), known=to(known), past=to(past)).float()
 
 
 def default_device() -> torch.device:
@@ -41,7 +47,9 @@ def default_device() -> torch.device:
 def load_model(run_dir, device: torch.device | None = None) -> LoadedModel:
     device = device or default_device()
     model, config, data, precision = load_exported_model(run_dir, device=device)
-    return LoadedModel(model, config, data, precision, device, export_dir_of(run_dir))
+    extras = read_extras(export_dir_of(run_dir))
+    return LoadedModel(model, config, data, precision, device, export_dir_of(run_dir), extras[CONFORMAL_FILE],
+                       extras[SERIES_FILE])
 
 
 def check_columns(columns, loaded: LoadedModel) -> None:
@@ -54,10 +62,10 @@ def open_checked_store(loaded: LoadedModel, data_path: str | None = None, *,
                        changed_hint: str = "pass --data with the original file"):
     """The store to score: the training data (refused if it changed since), or `data_path` with the
     same calendar attributes and columns."""
-    from llm4ts_scale.data.sources import open_store
+    from llm4ts_scale.data.sources import open_run_store
 
     d = loaded.config.data
-    store = open_store(data_path or d.path, split=d.split, freq=d.freq, fill=d.fill)
+    store = open_run_store(d, data_path)
     if data_path is None and store.fingerprint != loaded.data["fingerprint"]:
         raise UserError(f"the data at {d.path} changed since training (fingerprint differs); {changed_hint}")
     if list(store.calendar_attrs) != list(loaded.data["calendar_attrs"]):

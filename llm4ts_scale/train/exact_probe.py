@@ -39,7 +39,7 @@ from llm4ts_scale.core.ridge import (
 )
 from llm4ts_scale.core.weights import load_tunable_state
 from llm4ts_scale.data.windows import rank_num_samples
-from llm4ts_scale.evaluation import lockstep_batches
+from llm4ts_scale.evaluation import gather_rows, lockstep_batches
 
 
 @dataclass
@@ -59,22 +59,6 @@ def _reducer(accelerator):
         return t
 
     return reduce
-
-
-def _gather_rows(accelerator, t: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows, concatenated in rank order, on every rank (ranks may hold different counts)."""
-    if accelerator.num_processes == 1:
-        return t
-    import torch.distributed as dist
-
-    world = accelerator.num_processes
-    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([t.shape[0]], dtype=torch.int64))
-    most = int(max(s.item() for s in sizes))
-    padded = torch.cat([t, t.new_zeros(most - t.shape[0], *t.shape[1:])])
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[:int(n.item())] for part, n in zip(parts, sizes)])
 
 
 def choose_method(samples: int, features: int, max_gram: int) -> str:
@@ -159,8 +143,8 @@ def fit_exact_head(recipe) -> ProbeResult:
         method_name = "conjugate gradient"
     else:
         if method == "dual":
-            block = DualBlock(_gather_rows(acc, _cat(train_parts, 0, torch.zeros(0, pu))) if pu else None,
-                              _gather_rows(acc, train_h), _gather_rows(acc, _cat(train_parts, 2, torch.zeros(0, d.pred_len))),
+            block = DualBlock(gather_rows(_cat(train_parts, 0, torch.zeros(0, pu))) if pu else None,
+                              gather_rows(train_h), gather_rows(_cat(train_parts, 2, torch.zeros(0, d.pred_len))),
                               val_set)
         else:
             block = PrimalBlock(system, val_set)

@@ -25,9 +25,9 @@ from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.core.weights import load_tunable_state, load_weights
 from llm4ts_scale.data.corpus import describe as describe_corpus
 from llm4ts_scale.data.corpus import open_corpus
-from llm4ts_scale.data.sources import open_store
+from llm4ts_scale.data.sources import open_run_store
 from llm4ts_scale.data.windows import WindowSpec
-from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
+from llm4ts_scale.evaluation import calibrate, eval_batch_size, evaluate_split, score_with_intervals
 from llm4ts_scale.inference.export import write_export
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
@@ -46,8 +46,7 @@ def _flat(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: bool, precision: str,
-                    reason: str) -> RunState:
+def _open_run_state(accelerator, config: RunConfig, store, restart: bool, precision: str, reason: str) -> RunState:
     """Rank 0 creates or checks run.json; the other ranks read what it decided."""
     run_dir = Path(config.run_dir)
     error = None
@@ -57,12 +56,18 @@ def _open_run_state(accelerator, config: RunConfig, fingerprint: str, restart: b
             if restart and run_dir.exists():
                 shutil.rmtree(run_dir)
             if (run_dir / "run.json").exists():
-                RunState.read(run_dir).check_matches(config, fingerprint)
+                RunState.read(run_dir).check_matches(config, store.fingerprint)
             elif run_dir.exists() and any(run_dir.iterdir()):
                 raise UserError(f"run_dir {run_dir} exists and is not a run directory; choose a new run_dir "
                                 "or pass --restart to clear it")
             else:
-                RunState.new(config, fingerprint, accelerator.num_processes, precision, reason).save()
+                d = config.data
+                series = store.series_report(d.seq_len, d.pred_len, d.few_shot_percent)
+                if series["skipped_too_short"] or series["without_train_windows"]:
+                    log.warning(f"{series['skipped_too_short']} of {series['series']} series are too short for "
+                                f"seq_len={d.seq_len} + pred_len={d.pred_len} in every split and are skipped; "
+                                f"{series['without_train_windows']} have no training window (run.json: series)")
+                RunState.new(config, store.fingerprint, accelerator.num_processes, precision, reason, series).save()
         except UserError as err:
             error = str(err)
         except OSError as err:  # unwritable, full, or otherwise unusable
@@ -122,14 +127,14 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
-        store = open_store(config.data.path, split=config.data.split, freq=config.data.freq, fill=config.data.fill)
+        store = open_run_store(config.data)
         corpus = None
         if config.stages.align.data and "align" in config.active_stages():
             corpus = open_corpus(config.stages.align.data, store, config.data.few_shot_percent, seed=config.seed,
                                  fill=config.data.fill)
         _preflight(config, store, accelerator.num_processes, corpus)
         backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
-    state = _open_run_state(accelerator, config, store.fingerprint, restart, precision, precision_reason)
+    state = _open_run_state(accelerator, config, store, restart, precision, precision_reason)
     if state.finished:
         if main:
             log.info(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)")
@@ -207,24 +212,30 @@ def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict
 
 
 def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunState, weights: dict, precision: str) -> dict:
-    """Score the test split once (unless train.test is false: a validation-only sweep), then export."""
+    """Calibrate the prediction intervals on the validation windows, score the test split once (unless
+    train.test is false: a validation-only sweep) with them, then export."""
     started = time.time()
     d = config.data
     device = accelerator.device
     model = load_trained_model(config, store.calendar_attrs, weights, device, precision)
+    topology = Topology.of(accelerator, precision, d.num_workers)
+    batch = eval_batch_size(d.eval_batch_size, d.batch_size, device.type)
+    table = calibrate(model, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), topology,
+                      batch_size=batch)
     if config.train.test:  # validation was scored every epoch; run.json holds each stage's best
-        results = {"test": evaluate_split(model, store, WindowSpec("test", d.seq_len, d.pred_len),
-                                          Topology.of(accelerator, precision, d.num_workers), task="forecast",
-                                          batch_size=eval_batch_size(d.eval_batch_size, d.batch_size, device.type))}
+        results = {"test": evaluate_split(model, store, WindowSpec("test", d.seq_len, d.pred_len), topology,
+                                          task="forecast", batch_size=batch, conformal=table)}
     else:  # the last stage's best validation (run.json is current on the main process only)
         results = {"val": run_state.stage(config.active_stages()[-1])["val"]} if accelerator.is_main_process else {}
     run_dir = Path(config.run_dir)
     if accelerator.is_main_process:
         write_metrics_json(run_dir / "metrics.json", results)
-        write_export(run_dir / "export", config, store, model, weights, metrics=results, precision=precision)
+        write_export(run_dir / "export", config, store, model, weights, metrics=results, precision=precision,
+                     conformal=table)
         if "test" in results:
             test = results["test"]
-            log.info(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  samples {test['samples']}")
+            log.info(f"test: mse {test['mse']:.6f}  mae {test['mae']:.6f}  {_interval_summary(test)}  "
+                     f"samples {test['samples']}")
             run_state.set_test(status="done", metrics=test, wall_time_s=round(time.time() - started, 3))
         else:
             log.info(f"test: not scored (train.test=false); best val mse {results['val']['mse']:.6f}")
@@ -232,6 +243,11 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
         run_state.save()
     accelerator.wait_for_everyone()
     return results.get("test", results.get("val"))
+
+
+def _interval_summary(metrics: dict) -> str:
+    mase = f"  mase {metrics['mase']:.3f}" if "mase" in metrics else ""
+    return f"crps {metrics['crps']:.4f}  80% coverage {metrics['coverage_80']:.3f}{mase}"
 
 
 # DLinear trains on every training window for up to 10 epochs: seconds on ETTh1, too long on the
@@ -243,43 +259,47 @@ PATCHTST_MAX_TRAIN_SAMPLES = 100_000
 
 def compare_with_baselines(config: RunConfig, store) -> dict:
     """Naive (repeat the last value), DLinear, PatchTST (from scratch, selected on the run's validation windows)
-    and rlinear on the same test windows, printed under the model's score: the floors a forecaster must clear
-    (docs/ARCHITECTURE.md section 4)."""
+    and rlinear on the same test windows, each with the same split-conformal intervals as the model, printed
+    under the model's score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
     from llm4ts_scale.baselines.dlinear import train_dlinear
     from llm4ts_scale.baselines.patchtst import PatchTSTRecipe, train_patchtst
     from llm4ts_scale.baselines.rlinear import fit_rlinear
+    from llm4ts_scale.baselines.rlinear import forecast as rlinear_forecast
     from llm4ts_scale.baselines.simple import baseline_forecast
-    from llm4ts_scale.core.metrics import MetricAccumulator
-    from llm4ts_scale.data.windows import make_loader
 
     d = config.data
-    naive = MetricAccumulator()
-    for batch in make_loader(store, WindowSpec("test", d.seq_len, d.pred_len), 4096):
-        naive.update(baseline_forecast("naive", batch["x"], d.pred_len), batch["y"])
-    out = {"naive": naive.compute()}
-    lines = [f"naive:   mse {out['naive']['mse']:.6f}  mae {out['naive']['mae']:.6f}  (repeat the last value)"]
-    if store.num_samples("train", d.seq_len, d.pred_len, d.few_shot_percent) <= DLINEAR_MAX_TRAIN_SAMPLES:
+    val, test = WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), WindowSpec("test", d.seq_len, d.pred_len)
+    train_samples = store.num_samples("train", d.seq_len, d.pred_len, d.few_shot_percent)
+    out, lines = {}, []
+
+    def add(name: str, forecast, facts: dict, note: str) -> None:
+        out[name] = {**score_with_intervals(forecast, store, val, test), **facts}
+        m = out[name]
+        lines.append(f"{name + ':':<9} mse {m['mse']:.6f}  mae {m['mae']:.6f}  {_interval_summary(m)}  ({note})")
+
+    add("naive", lambda b: baseline_forecast("naive", b["x"], d.pred_len), {}, "repeat the last value")
+    if train_samples <= DLINEAR_MAX_TRAIN_SAMPLES:
         result = train_dlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed)
-        out["dlinear"] = {**result.test, "val_mse": result.val["mse"], "best_epoch": result.best_epoch,
-                          "wall_time_s": round(result.wall_time_s, 1)}
-        lines.append(f"dlinear: mse {result.test['mse']:.6f}  mae {result.test['mae']:.6f}  (trained on the same "
-                     f"training windows in {result.wall_time_s:.0f} s, epoch chosen on validation)")
+        add("dlinear", lambda b: result.model(b["x"]), {"val_mse": result.val["mse"], "best_epoch": result.best_epoch,
+                                                       "wall_time_s": round(result.wall_time_s, 1)},
+            f"trained on the same training windows in {result.wall_time_s:.0f} s, epoch chosen on validation")
     else:
         lines.append("dlinear: skipped (too many training windows); run llm4ts-scale evaluate --baseline dlinear")
-    if store.num_samples("train", d.seq_len, d.pred_len, d.few_shot_percent) <= PATCHTST_MAX_TRAIN_SAMPLES:
+    if train_samples <= PATCHTST_MAX_TRAIN_SAMPLES:
         recipe = PatchTSTRecipe(patch_len=min(d.patch_len, d.seq_len), stride=d.stride, val_stride=d.val_stride)
-        result = train_patchtst(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed,
-                                recipe=recipe, show_progress=True)
-        out["patchtst"] = {**result.test, "val_mse": result.val["mse"], "best_epoch": result.best_epoch,
-                           "epochs_run": len(result.history), "wall_time_s": round(result.wall_time_s, 1)}
-        lines.append(f"patchtst: mse {result.test['mse']:.6f}  mae {result.test['mae']:.6f}  (a transformer trained "
-                     f"from scratch on the same windows in {result.wall_time_s:.0f} s, epoch {result.best_epoch} of "
-                     f"{len(result.history)} chosen on validation)")
+        tst = train_patchtst(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed,
+                             recipe=recipe, show_progress=True)
+        add("patchtst", lambda b: tst.model(b["x"]), {"val_mse": tst.val["mse"], "best_epoch": tst.best_epoch,
+                                                     "epochs_run": len(tst.history), "wall_time_s": round(tst.wall_time_s, 1)},
+            f"a transformer trained from scratch on the same windows in {tst.wall_time_s:.0f} s, epoch "
+            f"{tst.best_epoch} of {len(tst.history)} chosen on validation")
     else:
         lines.append("patchtst: skipped (too many training windows); run llm4ts-scale evaluate --baseline patchtst")
     rl = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent)
-    out["rlinear"] = {**rl.test, "val_mse": rl.val["mse"], "alpha": rl.alpha, "wall_time_s": round(rl.wall_time_s, 1)}
-    lines.append(f"rlinear: mse {rl.test['mse']:.6f}  mae {rl.test['mae']:.6f}  (RevIN + ridge on the look-back, "
-                 f"closed form in {rl.wall_time_s:.0f} s, penalty {rl.alpha:.3g} chosen on validation)")
+    add("rlinear", lambda b: rlinear_forecast(rl.weight, b["x"], b.get("known"), b.get("past")),
+        {"val_mse": rl.val["mse"], "alpha": rl.alpha, **({"alpha_cov": rl.alpha_cov} if rl.alpha_cov else {}),
+         "wall_time_s": round(rl.wall_time_s, 1)},
+        f"RevIN + ridge on the look-back{' and covariates' if rl.alpha_cov else ''}, closed form in "
+        f"{rl.wall_time_s:.0f} s, penalty {rl.alpha:.3g} chosen on validation")
     log.info("\n".join(lines))
     return out
