@@ -36,16 +36,21 @@ from llm4ts_scale.core.errors import UserError
 SECTIONS = ("run_dir", "seed", "data", "model", "stages", "train")
 
 
-def _frame_file(frame) -> str:
-    """A DataFrame given as training data, written once (by content) as Parquet into the cache, so the
-    run's store, fingerprint and resume rules work as for a file."""
+def _frame_file(frame, data_config) -> str:
+    """A DataFrame given as training data (wide or long, as data_config says), written once (by content) as
+    Parquet into the cache, so the run's store, fingerprint and resume rules work as for a file."""
     from llm4ts_scale.core.cache import cache_root
     from llm4ts_scale.core.io import atomic_write_bytes
-    from llm4ts_scale.data.frame import frame_arrays
+    from llm4ts_scale.data.frame import Schema, frame_arrays, panel_arrays
 
-    frame_arrays(frame, "the training DataFrame")  # refuse bad data before anything is written
-    if "date" not in frame.columns:
-        frame = frame.rename_axis("date").reset_index()
+    schema = Schema.of(data_config)
+    if schema.resolve(frame.columns) == "long":  # refuse bad data before anything is written
+        panel_arrays(frame, schema, "the training DataFrame")
+    else:
+        time_column = schema.time("wide")
+        frame_arrays(frame, "the training DataFrame", time_column=time_column)
+        if time_column not in frame.columns:
+            frame = frame.rename_axis(time_column).reset_index()
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     data = buffer.getvalue()
@@ -55,11 +60,11 @@ def _frame_file(frame) -> str:
     return str(path)
 
 
-def _data_path(data) -> str:
+def _data_path(data, data_config) -> str:
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
-        return _frame_file(data)
+        return _frame_file(data, data_config)
     if isinstance(data, (str, os.PathLike)):
         return str(data)
     raise UserError(f"data must be a path, a dataset name or a pandas DataFrame, not {type(data).__name__}")
@@ -119,7 +124,7 @@ class Forecaster:
 
         if data is not None:
             values = self.config.to_dict()
-            values["data"]["path"] = _data_path(data)
+            values["data"]["path"] = _data_path(data, self.config.data)
             self.config = config_from_dict(values)
         train(self.config, ds_config=None, restart=restart)
         test = RunState.read(self.config.run_dir).test
@@ -150,44 +155,61 @@ class Forecaster:
 
     # ------------------------------------------------------------------ using it
 
-    def predict(self, history):
-        """Forecast the H steps after each history, in original units.
+    def predict(self, history, future=None, quantiles=None):
+        """Forecast the H steps after each history, in original units, with quantile columns next to the point
+        forecast (`<target>_q0.1`, ...: the split-conformal intervals of the run; `quantiles` other levels).
 
-        history: a DataFrame with a `date` column (or a DatetimeIndex) and the training columns -> a
-        DataFrame of the H future timestamps; a list of such frames -> a list (one batched pass); or a
-        numpy array [n, L, C] of look-backs -> an array [n, H, C] (no timestamps: only for models that
-        read no calendar).
+        Wide models: a DataFrame with a `date` column (or a DatetimeIndex) and the training columns -> a
+        DataFrame of the H future timestamps; a list of such frames -> a list (one batched pass); a numpy array
+        [n, L, C] of look-backs -> an array [n, H, C] of point forecasts (no timestamps: only for models that read
+        no calendar and no covariates). Long models: one long DataFrame (id, timestamp, target, covariates) -> a
+        long DataFrame of every id's H future steps. `future`: the known covariates' values over the H future
+        steps (a frame, or a list matching `history`), which a model with known covariates needs.
         """
-        import pandas as pd
-
-        from llm4ts_scale.data.frame import frame_arrays
-        from llm4ts_scale.inference.predict import forecast_histories, forecast_scaled
+        from llm4ts_scale.data.frame import Schema, frame_arrays
+        from llm4ts_scale.inference.predict import (
+            forecast_frame,
+            forecast_histories,
+            forecast_panel,
+            forecast_scaled,
+            resolve_levels,
+        )
 
         loaded = self.loaded
+        levels = resolve_levels(loaded, quantiles)
+        if loaded.data.get("layout", "wide") == "panel":
+            return forecast_panel(loaded, history, future, levels)
         columns = list(loaded.data["columns"])
+        time_column = Schema.of(loaded.config.data).time("wide")
         if isinstance(history, np.ndarray):
             return forecast_scaled(loaded, self._check_array(history), None)
         frames = history if isinstance(history, list) else [history]
         if not frames:
             raise UserError("predict got an empty list; pass at least one history")
-        histories, names = [], None
-        for i, frame in enumerate(frames):
-            ts, values, names = frame_arrays(frame, f"history {i}" if isinstance(history, list) else "the history",
-                                             fill=loaded.config.data.fill)
+        futures = future if isinstance(future, list) else [future] * len(frames)
+        if len(futures) != len(frames):
+            raise UserError(f"predict got {len(frames)} histories and {len(futures)} future frames; give one per history")
+        histories, future_arrays = [], []
+        for i, (frame, fut) in enumerate(zip(frames, futures)):
+            name = f"history {i}" if isinstance(history, list) else "the history"
+            ts, values, names = frame_arrays(frame, name, fill=loaded.config.data.fill, time_column=time_column)
             if names != columns:
                 raise UserError(f"the history's columns {names} differ from the model's {columns}; "
                                 "pass the training columns in the same order")
             histories.append((ts, values))
-        out = []
-        for future, forecast in forecast_histories(loaded, histories, columns):
-            frame = pd.DataFrame(forecast, columns=columns)
-            frame.insert(0, "date", future)
-            out.append(frame)
+            future_arrays.append(frame_arrays(fut, f"the future values of {name}", time_column=time_column)
+                                 if fut is not None else None)
+        results = forecast_histories(loaded, histories, columns, future_arrays, levels)
+        targets = list(loaded.data.get("targets", columns))
+        out = [forecast_frame(r, targets, levels or []) for r in results]
         return out if isinstance(history, list) else out[0]
 
     def _check_array(self, x: np.ndarray) -> np.ndarray:
         loaded = self.loaded
         L, C = loaded.config.data.seq_len, len(loaded.data["columns"])
+        if any(loaded.data.get("covariates", {}).values()):
+            raise UserError("this model reads covariates; pass DataFrames (and the future values of known covariates) "
+                            "instead of an array")
         if x.ndim != 3 or x.shape[2] != C or x.shape[1] < L:
             raise UserError(f"an array history must be [n, L, C] with L >= {L} and C = {C} (the model's columns), "
                             f"got shape {tuple(x.shape)}")
@@ -205,7 +227,7 @@ class Forecaster:
 
         if split not in ("train", "val", "test"):
             raise UserError(f"split must be train, val or test, got {split!r}")
-        return evaluate_loaded(self.loaded, _data_path(data) if data is not None else None, split)
+        return evaluate_loaded(self.loaded, _data_path(data, self.loaded.config.data) if data is not None else None, split)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """config.json + model.safetensors + adapter/ (PEFT): loadable by from_pretrained and by the CLI's

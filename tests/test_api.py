@@ -65,14 +65,19 @@ def test_batched_predict_equals_single_calls(ili_frame, loaded):
     histories = [ili_frame.iloc[i:i + 3 * ILI_L] for i in range(64)]
     batched = loaded.predict(histories)
     assert len(batched) == 64
+    columns = list(loaded.loaded.data["columns"])
+    quantiles = [f"{c}_q{q}" for c in columns for q in ("0.1", "0.5", "0.9")]
+    assert list(batched[0].columns) == ["date", *columns, *quantiles]
     for frame, one in zip(histories, batched):
         single = loaded.predict(frame)
         assert (single["date"] == one["date"]).all()
-        assert (np.abs(one.iloc[:, 1:].to_numpy() - single.iloc[:, 1:].to_numpy()).max(axis=0) / std < 1e-5).all()
+        assert (np.abs(one[columns].to_numpy() - single[columns].to_numpy()).max(axis=0) / std < 1e-5).all()
+        assert (np.abs(one[quantiles].to_numpy() - single[quantiles].to_numpy()).max(axis=0) / np.repeat(std, 3)
+                < 1e-5).all()
     values = np.stack([h.iloc[-ILI_L:, 1:].to_numpy(dtype=float) for h in histories])
     arrays = loaded.predict(values)
     assert arrays.shape == (64, loaded.config.data.pred_len, values.shape[2])
-    np.testing.assert_allclose(arrays, np.stack([b.iloc[:, 1:].to_numpy() for b in batched]), rtol=1e-6)
+    np.testing.assert_allclose(arrays, np.stack([b[columns].to_numpy() for b in batched]), rtol=1e-6)
 
 
 def test_save_pretrained_round_trip_and_a_foreign_directory_refused(ili_frame, loaded, tmp_path):

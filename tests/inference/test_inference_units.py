@@ -36,8 +36,9 @@ def test_batched_forecasts_equal_one_by_one_and_continue_the_timestamps(loaded, 
     histories = [(frame["date"].to_numpy()[:end], frame[columns].to_numpy()[:end]) for end in (300, 420)]
     batched = forecast_histories(loaded, histories, columns)
     H = loaded.config.data.pred_len
-    for (ts, values), (future, forecast) in zip(histories, batched):
-        single_future, single = forecast_history(loaded, ts, values, columns)
+    for (ts, values), result in zip(histories, batched):
+        future, forecast = result.timestamps, result.point
+        single_future, single = (lambda r: (r.timestamps, r.point))(forecast_history(loaded, ts, values, columns))
         np.testing.assert_allclose(forecast, single, rtol=1e-4)  # fp32 sums of a batch of 2 vs 1
         assert forecast.shape == (H, len(columns)) and np.isfinite(forecast).all()
         assert future[0] == pd.Timestamp(ts[-1]) + pd.Timedelta(weeks=1) and (future == single_future).all()

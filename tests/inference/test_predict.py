@@ -27,7 +27,11 @@ def test_predict_continues_the_series_in_original_units(ili_run_dir, history, tm
     assert result.returncode == 0, result.stderr[-3000:]
     forecast = pd.read_csv(out, parse_dates=["date"])
     assert len(forecast) == ILI_H
-    assert list(forecast.columns) == list(frame.columns)
+    channels = [c for c in frame.columns if c != "date"]
+    quantile_columns = [f"{c}_q{q}" for c in channels for q in ("0.1", "0.5", "0.9")]
+    assert list(forecast.columns) == list(frame.columns) + quantile_columns  # the run's quantiles follow the points
+    lo, mid, hi = (forecast[[f"{c}_q{q}" for c in channels]].to_numpy() for q in ("0.1", "0.5", "0.9"))
+    assert (lo <= mid).all() and (mid <= hi).all() and (lo < hi).any()
     last = pd.Timestamp(frame["date"].iloc[-1])
     expected_dates = pd.date_range(last, periods=ILI_H + 1, freq="7D")[1:]
     assert (forecast["date"].values == expected_dates.values).all()
@@ -43,7 +47,7 @@ def test_predict_continues_the_series_in_original_units(ili_run_dir, history, tm
     marks = torch.from_numpy(calendar_marks(pd.to_datetime(frame["date"]).values[-ILI_L:], data["calendar_attrs"]))
     with torch.no_grad():
         scaled = model(x, marks.unsqueeze(0).expand(x.shape[0], -1, -1)).numpy().T
-    got = forecast.drop(columns="date").to_numpy()
+    got = forecast[channels].to_numpy()
     np.testing.assert_allclose((got - mean) / std, scaled, rtol=1e-4, atol=1e-4)
     assert np.abs(got).max() > 10  # original units (ILI counts are in the thousands), not standardized
 
