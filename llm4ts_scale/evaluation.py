@@ -89,7 +89,7 @@ def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_
     model.eval()
     metrics = MetricAccumulator()
     prob = ProbabilisticAccumulator(CRPS_LEVELS) if conformal is not None else None
-    mase_scale = torch.as_tensor(store.series.mase_scale) if conformal is not None else None
+    mase_scale = torch.tensor(store.series.mase_scale) if conformal is not None else None
     with no_grad_mode(inference):
         for batch, mask in lockstep_batches(store, spec, batch_size, topology):
             maybe_die("test" if spec.split == "test" else "eval")

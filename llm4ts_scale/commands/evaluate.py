@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 
+from llm4ts_scale.commands.data_flags import add_data_arguments, schema_of
 from llm4ts_scale.core.config import Fill, choices
 
 # Training flags of the trained baselines (dlinear, patchtst): (flag, attribute, default); None in args means
@@ -69,6 +70,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
     p.add_argument("--fill", default="none", choices=choices(Fill), help="NaN handling for a CSV given as --data")
     p.add_argument("--original-scale", action="store_true", help="score in the data's units instead of standardized")
+    add_data_arguments(p)
     p.add_argument("--out", default=None, help="also write {split: metrics} to this JSON file")
     p.set_defaults(handler=run)
 
@@ -124,7 +126,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
         if value <= 0:
             raise UserError(f"{flag} must be positive, got {value}")
     check_period(args.baseline, args.period, seq_len)
-    store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
+    store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill, schema=schema_of(args))
     store.num_samples(split, seq_len, pred_len)  # a split too short for L+H fails here, before torch loads
 
     import torch
@@ -133,17 +135,22 @@ def _run_baseline(args: argparse.Namespace) -> int:
     from llm4ts_scale.core.metrics import MetricAccumulator, write_metrics_json
     from llm4ts_scale.data.windows import WindowSpec, make_loader
 
-    loader = make_loader(store, WindowSpec(split, seq_len, pred_len), args.batch_size)
-    metrics = MetricAccumulator()
-    with torch.no_grad():
-        for batch in loader:
-            pred = baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
-            target = batch["y"]
-            if args.original_scale:
-                pred = store.inverse_transform(pred.double(), batch["channel"])
-                target = store.inverse_transform(target.double(), batch["channel"])
-            metrics.update(pred, target)
-    result = metrics.compute()
+    def forecast(batch):
+        return baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
+
+    if split == "test" and not args.original_scale:  # with split-conformal intervals from the validation windows
+        result = _intervals(forecast, store, seq_len, pred_len, args.batch_size)
+    else:
+        loader = make_loader(store, WindowSpec(split, seq_len, pred_len), args.batch_size)
+        metrics = MetricAccumulator()
+        with torch.no_grad():
+            for batch in loader:
+                pred, target = forecast(batch), batch["y"]
+                if args.original_scale:
+                    pred = store.inverse_transform(pred.double(), batch["channel"])
+                    target = store.inverse_transform(target.double(), batch["channel"])
+                metrics.update(pred, target)
+        result = metrics.compute()
     if args.out:
         write_metrics_json(args.out, {split: result})
     print(json.dumps({**result, "split": split, "baseline": args.baseline, "seq_len": seq_len,
@@ -175,28 +182,46 @@ def _trained_baseline_store(args: argparse.Namespace, few_shot: int):
     if args.original_scale:
         raise UserError(f"--original-scale is not supported with --baseline {args.baseline}; drop it "
                         "(metrics are standardized)")
-    store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill)
+    store = open_store(args.data, split=args.split_rule, freq=args.freq, fill=args.fill, schema=schema_of(args))
     for name, percent in (("train", few_shot), ("val", 100), ("test", 100)):
         store.num_samples(name, seq_len, pred_len, percent)  # a split too short fails here, before torch loads
     return store, seq_len, pred_len, split
+
+
+def _intervals(forecast, store, seq_len: int, pred_len: int, batch_size: int, val_stride: int = 1) -> dict:
+    """Test metrics of a baseline with split-conformal intervals calibrated on the validation windows it was
+    selected on (llm4ts_scale/evaluation.py:score_with_intervals): coverage, CRPS and MASE next to MSE / MAE."""
+    from llm4ts_scale.data.windows import WindowSpec
+    from llm4ts_scale.evaluation import score_with_intervals
+
+    return score_with_intervals(forecast, store, WindowSpec("val", seq_len, pred_len, step=val_stride),
+                                WindowSpec("test", seq_len, pred_len), batch_size)
+
+
+def _report(args, store, seq_len: int, pred_len: int, split: str, val: dict, test: dict, facts: dict) -> int:
+    """--out {val, test}, and one JSON line of the chosen split with the baseline's facts."""
+    from llm4ts_scale.core.metrics import write_metrics_json
+
+    if args.out:
+        write_metrics_json(args.out, {"val": val, "test": test})
+    chosen = test if split == "test" else val
+    print(json.dumps({**chosen, "split": split, "baseline": args.baseline, "seq_len": seq_len, "pred_len": pred_len,
+                      "scale": "standardized", "data_fingerprint": store.fingerprint, "val_mse": val["mse"], **facts}))
+    return 0
 
 
 def _run_rlinear(args: argparse.Namespace) -> int:
     few_shot = args.few_shot_percent if args.few_shot_percent is not None else 100
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.baselines.rlinear import fit_rlinear
-    from llm4ts_scale.core.metrics import write_metrics_json
+    from llm4ts_scale.baselines.rlinear import fit_rlinear, forecast
 
     result = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot, batch_size=args.batch_size)
-    if args.out:
-        write_metrics_json(args.out, {"val": result.val, "test": result.test})
-    chosen = result.test if split == "test" else result.val
-    print(json.dumps({**chosen, "split": split, "baseline": "rlinear", "seq_len": seq_len, "pred_len": pred_len,
-                      "scale": "standardized", "data_fingerprint": store.fingerprint, "val_mse": result.val["mse"],
-                      "alpha": result.alpha, "few_shot_percent": few_shot, "train_windows": result.train_windows,
-                      "wall_time_s": round(result.wall_time_s, 3)}))
-    return 0
+    test = _intervals(lambda b: forecast(result.weight, b["x"], b.get("known"), b.get("past")), store, seq_len,
+                      pred_len, args.batch_size)
+    return _report(args, store, seq_len, pred_len, split, result.val, test, {
+        "alpha": result.alpha, **({"alpha_cov": result.alpha_cov} if result.alpha_cov else {}),
+        "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})
 
 
 def _run_trained(args: argparse.Namespace) -> int:
@@ -216,8 +241,6 @@ def _run_trained(args: argparse.Namespace) -> int:
                                     *([f"lr={lr}"] if lr else []), f"eval_batch_size={args.batch_size}"])
     store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
 
-    from llm4ts_scale.core.metrics import write_metrics_json
-
     if args.baseline == "patchtst":
         from llm4ts_scale.baselines.patchtst import train_patchtst
 
@@ -225,7 +248,7 @@ def _run_trained(args: argparse.Namespace) -> int:
             raise UserError(f"--set patch_len={recipe.patch_len} exceeds --seq-len {seq_len}; lower it")
         result = train_patchtst(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
                                 recipe=recipe)
-        settings = {"lr": recipe.lr, "recipe": dataclasses.asdict(recipe)}
+        settings, val_stride = {"lr": recipe.lr, "recipe": dataclasses.asdict(recipe)}, recipe.val_stride
     else:
         from llm4ts_scale.baselines.dlinear import DLinearRecipe, train_dlinear
 
@@ -233,13 +256,8 @@ def _run_trained(args: argparse.Namespace) -> int:
                                eval_batch_size=args.batch_size)
         result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
                                recipe=recipe)
-        settings = {"lr": recipe.lr}
-    if args.out:
-        write_metrics_json(args.out, {"val": result.val, "test": result.test})
-    chosen = result.test if split == "test" else result.val
-    print(json.dumps({**chosen, "split": split, "baseline": args.baseline, "seq_len": seq_len, "pred_len": pred_len,
-                      "scale": "standardized", "data_fingerprint": store.fingerprint, "val_mse": result.val["mse"],
-                      "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, **settings,
-                      "few_shot_percent": few_shot, "train_windows": result.train_windows,
-                      "wall_time_s": round(result.wall_time_s, 3)}))
-    return 0
+        settings, val_stride = {"lr": recipe.lr}, 1
+    test = _intervals(lambda b: result.model(b["x"]), store, seq_len, pred_len, args.batch_size, val_stride)
+    return _report(args, store, seq_len, pred_len, split, result.val, test, {
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, **settings,
+        "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})
