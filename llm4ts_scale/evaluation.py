@@ -14,6 +14,7 @@ through these same passes.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from tqdm.auto import tqdm
@@ -73,14 +74,16 @@ def lockstep_batches(store, spec: WindowSpec, batch_size: int, topology: Topolog
         yield _to_device(batch, device), (mask.to(device) if mask is not None else None)
 
 
-def no_grad_mode(inference: bool):
+def no_grad_mode(model):
     """inference_mode where the model is a plain module; no_grad under a DeepSpeed engine, whose ZeRO-3
     hooks write gathered weights into parameters (inference tensors would leak into training)."""
-    return torch.inference_mode() if inference else torch.no_grad()
+    deepspeed = sys.modules.get("deepspeed")  # only an imported DeepSpeed can have built an engine
+    engine = deepspeed is not None and isinstance(model, deepspeed.DeepSpeedEngine)
+    return torch.no_grad() if engine else torch.inference_mode()
 
 
 def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int, task: str,
-                   cache=None, inference: bool = True, conformal: ConformalTable | None = None) -> dict:
+                   cache=None, conformal: ConformalTable | None = None) -> dict:
     """Metrics of `spec`'s windows (forecast: H steps; align: next-patch, windows of L + stride).
     `cache`: a FeatureCache of this split's frozen features (linear probing); `spec.step` k scores
     every k-th window only (data.val_stride). With `conformal` (a forecasting task), the quantile
@@ -90,7 +93,7 @@ def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_
     metrics = MetricAccumulator()
     prob = ProbabilisticAccumulator(CRPS_LEVELS) if conformal is not None else None
     mase_scale = torch.tensor(store.series.mase_scale) if conformal is not None else None
-    with no_grad_mode(inference):
+    with no_grad_mode(model):
         for batch, mask in lockstep_batches(store, spec, batch_size, topology):
             maybe_die("test" if spec.split == "test" else "eval")
             hidden = cache.lookup(batch) if cache is not None else None
@@ -134,7 +137,7 @@ def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size:
     was_training = model.training
     model.eval()
     residuals = []
-    with no_grad_mode(inference):
+    with no_grad_mode(model):
         for batch, mask in lockstep_batches(store, spec, batch_size, topology, desc="calibrating intervals"):
             with autocast(topology.device, topology.precision):
                 pred, target = model_outputs(model, batch, "forecast")

@@ -266,10 +266,11 @@ def write_forecast(path: str | Path, timestamps, forecast: np.ndarray, columns: 
     write_frame(path, frame)
 
 
-def plot_forecast(path: str | Path, hist_ts, hist_values, future_ts, forecast, columns, actual=None,
+def plot_forecast(path: str | Path, history, future_ts, forecast, columns, actual=None,
                   title: str | None = None, band=None) -> None:
-    """One panel per channel: history, forecast, (where known) the actual values and (`band`: lower, upper
-    [H, C]) the 80 % interval, shaded."""
+    """One panel per channel: `history` (timestamps, values [T, C]), forecast, (where known) the actual
+    values and (`band`: lower, upper [H, C]) the 80 % interval, shaded."""
+    hist_ts, hist_values = history
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,7 +361,7 @@ def predict_file(run_dir, data_path, out, plot=None, backtest_split: bool = Fals
         stamps, forecast, actual = backtest(loaded, store)
         write_backtest(out, stamps, forecast, actual, store.columns)
         if plot:
-            plot_forecast(plot, stamps[:0], actual[:0], stamps, forecast, store.columns, actual=actual,
+            plot_forecast(plot, (stamps[:0], actual[:0]), stamps, forecast, store.columns, actual=actual,
                           title=f"backtest over the test split, {config.data.pred_len}-step blocks")
         return forecast
     future = _read_future(loaded, future_path)
@@ -381,5 +382,5 @@ def predict_file(run_dir, data_path, out, plot=None, backtest_split: bool = Fals
         band = None
         if result.quantiles is not None and 0.1 in levels and 0.9 in levels:
             band = (result.quantiles[..., levels.index(0.1)], result.quantiles[..., levels.index(0.9)])
-        plot_forecast(plot, timestamps[-L:], values[-L:, t_idx], result.timestamps, result.point, targets, band=band)
+        plot_forecast(plot, (timestamps[-L:], values[-L:, t_idx]), result.timestamps, result.point, targets, band=band)
     return frame

@@ -306,7 +306,7 @@ class StageRecipe:
     def validate(self) -> dict:
         return evaluate_split(self.model if self.deepspeed else self.unwrapped, self.store, self.windows("val"),
                               self.topology, batch_size=self.eval_batch, task=self.spec.task,
-                              cache=self.caches.get("val"), inference=not self.deepspeed)
+                              cache=self.caches.get("val"))
 
     def keep_if_best(self, val: dict) -> bool:
         """Write the tunable weights when validation improved (every rank joins: ZeRO-3 gathers)."""
