@@ -275,8 +275,10 @@ def _intervals(data: Dataset, found: dict) -> str:
         values = [v for v in values if "coverage_80" in v]
         if not values:
             return "-"
-        mean = {k: statistics.mean(v[k] for v in values) for k in ("coverage_80", "crps", "mase")}
-        return f"{mean['coverage_80']:.3f} / {mean['crps']:.3f} / {mean['mase']:.2f}"
+        mean = {k: statistics.mean(v[k] for v in values) if all(k in v for v in values) else None
+                for k in ("coverage_80", "crps", "mase")}
+        mase = f"{mean['mase']:.2f}" if mean["mase"] is not None else "-"
+        return f"{mean['coverage_80']:.3f} / {mean['crps']:.3f} / {mase}"
 
     for row in ("llm4ts", "patchtst"):
         lines.append(f"| {row} | " + " | ".join(cell([m for _, (m, _) in found[row][h]]) for h in data.horizons) + " |")
