@@ -26,7 +26,7 @@ from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.data.splits import num_windows, series_rows, series_windows, split_rows
 
 STORE_FORMAT = "llm4ts-scale-store"
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: the series index carries mase_scale (stores of v1 lack it)
 META_FILE = "store.json"
 SERIES_FILE = "series.arrow"  # panel stores: one row per series (id, rows, borders, scaler)
 # Pages of a memory map stay in the process's resident set once touched. After this many bytes
@@ -119,7 +119,7 @@ class SeriesStore:
         cov_cols = [self.columns.index(c) for c in (*self.known, *self.past)]
         b = self.borders
         borders = np.array([[b["train"][1], b["val"][1], b["test"][1]]] * len(cols), dtype=np.int64)
-        mase = np.asarray(m["scaler"].get("mase_scale", [np.nan] * len(self.columns)), dtype=np.float64)
+        mase = np.asarray(m["scaler"]["mase_scale"], dtype=np.float64)
         return SeriesIndex(ids=list(self.targets), offset=np.zeros(len(cols), dtype=np.int64), borders=borders,
                            column=np.asarray(cols, dtype=np.int64), mean=self.column_mean[cols],
                            std=self.column_std[cols], cov_mean=np.tile(self.column_mean[cov_cols], (len(cols), 1)),

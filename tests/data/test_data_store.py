@@ -124,6 +124,29 @@ def test_unscaled_rows_and_inverse_transform(etth1_store, etth1_csv):
     np.testing.assert_allclose(back[0], raw[100:110, 2], rtol=1e-5)
 
 
+def test_mase_scale_is_the_seasonal_naive_error_of_the_train_part(case):
+    """MASE divides by the in-sample seasonal-naive MAE (hourly m=24, weekly m=1) of the standardized train rows."""
+    store, df, L, H, borders = case
+    m = 24 if store.freq.lower().startswith("h") else 1
+    train = df.drop(columns=["date"]).iloc[: borders["train"][1]]
+    z = (train - train.mean()) / train.std(ddof=0)
+    expected = (z - z.shift(m)).abs().iloc[m:].mean().to_numpy()
+    np.testing.assert_allclose(store.series.mase_scale, expected[[store.columns.index(t) for t in store.targets]],
+                               rtol=1e-9)
+
+
+def test_store_of_an_older_version_is_refused(tmp_path, etth1_store):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(etth1_store.path, old)
+    meta = json.loads((old / "store.json").read_text())
+    meta["version"] = 1
+    (old / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="v1, this version reads .* v2; prepare it again"):
+        SeriesStore(old)
+
+
 def test_store_json_provenance(etth1_store, etth1_csv):
     from llm4ts_scale.core.io import file_sha256
 
