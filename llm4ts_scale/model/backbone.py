@@ -15,10 +15,13 @@ import torch
 from torch import nn
 
 from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.model import packaged
 from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
 from llm4ts_scale.model.smollm2 import ensure_cached as smollm2_cached
 
-ALIASES = {SMOLLM2_ALIAS: smollm2_cached}
+# alias -> function returning the converted local checkpoint (converting on first use)
+ALIASES = {SMOLLM2_ALIAS: smollm2_cached,
+           **{alias: (lambda a=alias: packaged.ensure_cached(a)) for alias in packaged.PACKAGED}}
 
 
 @dataclass
