@@ -135,6 +135,8 @@ def backbone_config(name: str, layers: int):
     if layers > total:
         raise UserError(f"model.layers={layers} exceeds the {total} blocks of backbone {name!r}; set model.layers <= {total}")
     config.num_hidden_layers = layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-block attention kinds (Gemma 3, Qwen 2): cut too
+        config.layer_types = config.layer_types[:layers]
     return source, config, total
 
 

@@ -339,7 +339,9 @@ class StageRecipe:
         while p.epoch < self.stage_cfg.epochs and p.bad_epochs < self.config.train.patience:
             train_loss = self.train_epoch()
             extra = {k: v for hook in self.hooks for k, v in hook.on_epoch_end(self).items()}
+            started = time.perf_counter()
             val = self.validate()
+            self.telemetry.count_eval(val["samples"], time.perf_counter() - started)
             improved = self.keep_if_best(val)
             p.history.append({"epoch": p.epoch + 1, "train_loss": train_loss, "val_loss": val["mse"],
                               "val_mae": val["mae"], **extra, "lr_first": p.lrs[0] if p.lrs else None,

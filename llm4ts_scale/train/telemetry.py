@@ -68,7 +68,8 @@ class StageTelemetry(StageHook):
     def __init__(self, trainable_params: int):
         self.record = {"trainable_params": trainable_params, "train_samples": 0, "train_seconds": 0.0, "train_steps": 0,
                        "step_seconds": [], "step_samples": [], "optimizer_state_bytes": None,
-                       "peak_rss_train_bytes": None, "torch_threads": torch.get_num_threads()}
+                       "peak_rss_train_bytes": None, "torch_threads": torch.get_num_threads(),
+                       "eval_samples": 0, "eval_seconds": 0.0}
         self._last = None
 
     def on_epoch_begin(self, recipe) -> None:
@@ -93,6 +94,11 @@ class StageTelemetry(StageHook):
         if self.record["peak_rss_train_bytes"] is None:  # before the first validation runs
             self.record["peak_rss_train_bytes"] = peak_rss_bytes()
         return {}
+
+    def count_eval(self, samples: int, seconds: float) -> None:
+        """One validation pass: (window, channel) pairs scored over all ranks, and its wall time on this rank."""
+        self.record["eval_samples"] += int(samples)
+        self.record["eval_seconds"] += seconds
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes()})

@@ -138,6 +138,8 @@ def test_parts_join_convert_and_load_the_first_blocks_exactly(offline, monkeypat
     assert is_cached(cache) and '"sha256"' in (cache / SOURCE_FILE).read_text()
     assert not list((cache.parent.parent / "gguf").iterdir())  # the joined GGUF is a by-product, removed
     backbone4, _ = load_backbone(alias, layers=K, quantize="nf4")  # 4-bit loading reads the same cache
+    random, _ = load_backbone(alias, layers=K, init="random")  # the per-block layer_types are cut to K as well
+    assert not torch.equal(random.state_dict()["layers.0.self_attn.q_proj.weight"], loaded["layers.0.self_attn.q_proj.weight"])
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
         assert torch.isfinite(backbone4(inputs_embeds=x).last_hidden_state).all()
