@@ -157,7 +157,8 @@ class Forecaster:
 
     def predict(self, history, future=None, quantiles=None):
         """Forecast the H steps after each history, in original units, with quantile columns next to the point
-        forecast (`<target>_q0.1`, ...: the split-conformal intervals of the run; `quantiles` other levels).
+        forecast (`<target>_q0.1`, ...: the conformal intervals of the run, split or adaptive as its `calibration`;
+        `quantiles` other levels).
 
         Wide models: a DataFrame with a `date` column (or a DatetimeIndex) and the training columns -> a
         DataFrame of the H future timestamps; a list of such frames -> a list (one batched pass); a numpy array

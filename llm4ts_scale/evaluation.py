@@ -7,8 +7,9 @@ all ranks must run the same number of batches: a rank that runs out feeds a mask
 Prediction intervals come from the same passes: `calibrate` keeps the normalized residuals of the
 validation windows (gathered from every rank, so the table does not depend on the world size) and
 `evaluate_split(conformal=...)` adds coverage, CRPS, WQL and MASE to the point metrics
-(llm4ts_scale/core/conformal.py). `Forecaster` lets any batch -> forecast function (a baseline) go
-through these same passes.
+(llm4ts_scale/core/conformal.py). It gathers the split's forecasts, targets, series and origins from every
+rank first, because adaptive intervals (llm4ts_scale/core/adaptive.py) follow each series in origin order.
+`Forecaster` lets any batch -> forecast function (a baseline) go through these same passes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from llm4ts_scale.core.conformal import CRPS_LEVELS, ConformalTable, window_scale
+from llm4ts_scale.core.conformal import ConformalTable, window_scale
 from llm4ts_scale.core.faults import maybe_die
-from llm4ts_scale.core.metrics import MetricAccumulator, ProbabilisticAccumulator
+from llm4ts_scale.core.intervals import SplitRows, interval_metrics
+from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
@@ -87,12 +89,12 @@ def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_
     """Metrics of `spec`'s windows (forecast: H steps; align: next-patch, windows of L + stride).
     `cache`: a FeatureCache of this split's frozen features (linear probing); `spec.step` k scores
     every k-th window only (data.val_stride). With `conformal` (a forecasting task), the quantile
-    forecasts it gives are scored too: crps, wql, coverage_80, width_80, mase."""
+    forecasts it gives (split or adaptive, its `method`) are scored too: crps, wql, coverage_80, width_80,
+    mase and the calibration figures; an adaptive table is left holding each series' state at the split's end."""
     was_training = model.training
     model.eval()
     metrics = MetricAccumulator()
-    prob = ProbabilisticAccumulator(CRPS_LEVELS) if conformal is not None else None
-    mase_scale = torch.tensor(store.series.mase_scale) if conformal is not None else None
+    kept = []
     with no_grad_mode(model):
         for batch, mask in lockstep_batches(store, spec, batch_size, topology):
             maybe_die("test" if spec.split == "test" else "eval")
@@ -100,15 +102,25 @@ def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_
             with autocast(topology.device, topology.precision):
                 pred, target = model_outputs(model, batch, task, hidden)
             metrics.update(pred.float(), target.float(), mask)
-            if prob is not None:
-                quantiles = conformal.quantiles(pred.float(), window_scale(batch["x"]), CRPS_LEVELS)
-                prob.update(quantiles, pred.float(), target.float(), mase_scale[batch["channel"].cpu()], mask)
+            if conformal is not None and mask is None:
+                kept.append((pred.float().cpu(), target.float().cpu(), window_scale(batch["x"]).cpu(),
+                             batch["channel"].cpu(), batch["start"].cpu() + spec.seq_len))
     model.train(was_training)
     metrics.reduce()
     out = metrics.compute()
-    if prob is not None:
-        out.update(prob.reduce().compute(CRPS_LEVELS), calibration_windows=conformal.size)
+    if conformal is not None:
+        rows = gather_split_rows(kept, spec)
+        out.update(interval_metrics(rows, conformal, torch.tensor(store.series.mase_scale)))
     return out
+
+
+def gather_split_rows(kept: list, spec: WindowSpec) -> SplitRows:
+    """This rank's (pred, target, scale, series, origin) batches -> every rank's rows, on every rank."""
+    fields = [torch.cat(parts) if parts else None for parts in zip(*kept)] if kept else [None] * 5
+    empty = (torch.zeros(0, spec.pred_len), torch.zeros(0, spec.pred_len), torch.zeros(0, 1, dtype=torch.float64),
+             torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+    fields = [f if f is not None else e for f, e in zip(fields, empty)]
+    return SplitRows(*(gather_rows(f) for f in fields), step=spec.step)
 
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
@@ -131,9 +143,9 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int,
-              inference: bool = True) -> ConformalTable:
-    """The split-conformal table of a forecaster: its residuals on `spec`'s (validation) windows, each divided
-    by its window's scale, gathered from every rank."""
+              method: str = "split") -> ConformalTable:
+    """The conformal table of a forecaster: its residuals on `spec`'s (validation) windows, each divided
+    by its window's scale, gathered from every rank; `method` (config `calibration`): split | adaptive."""
     was_training = model.training
     model.eval()
     residuals = []
@@ -145,7 +157,7 @@ def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size:
                 residuals.append(((target.double() - pred.double()) / window_scale(batch["x"])).cpu())
     model.train(was_training)
     local = torch.cat(residuals) if residuals else torch.zeros(0, spec.pred_len, dtype=torch.float64)
-    return ConformalTable.from_residuals(gather_rows(local))
+    return ConformalTable.from_residuals(gather_rows(local), method)
 
 
 class Forecaster(torch.nn.Module):
@@ -160,9 +172,22 @@ class Forecaster(torch.nn.Module):
         return self.fn({"x": x, "x_mark": x_mark, "known": known, "past": past}).float()
 
 
-def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, batch_size: int = 4096) -> dict:
-    """Test metrics of a single-process forecaster (batch -> [B, H]) with split-conformal intervals calibrated on
-    `val`: the point metrics, then crps, wql, coverage_80, width_80, mase."""
+def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, batch_size: int = 4096,
+                         method: str = "split") -> dict:
+    """Test metrics of a single-process forecaster (batch -> [B, H]) with conformal intervals calibrated on
+    `val` (`method`: split | adaptive): the point metrics, then crps, wql, coverage_80, width_80, mase, ..."""
     model, topology = Forecaster(forecast), Topology()
-    table = calibrate(model, store, val, topology, batch_size=batch_size)
+    table = calibrate(model, store, val, topology, batch_size=batch_size, method=method)
     return evaluate_split(model, store, test, topology, batch_size=batch_size, task="forecast", conformal=table)
+
+
+def split_rows(forecast, store, spec: WindowSpec, batch_size: int = 4096) -> SplitRows:
+    """Every window of `spec` forecast by a single-process forecaster (batch -> [B, H]): forecasts, targets,
+    scales, series and origins, what interval studies (tools/bench_intervals.py) re-calibrate offline."""
+    model, kept = Forecaster(forecast), []
+    with torch.inference_mode():
+        for batch, _ in lockstep_batches(store, spec, batch_size, Topology()):
+            pred = model(batch["x"], batch["x_mark"], known=batch.get("known"), past=batch.get("past"))
+            kept.append((pred.float().cpu(), batch["y"].float().cpu(), window_scale(batch["x"]).cpu(),
+                         batch["channel"].cpu(), batch["start"].cpu() + spec.seq_len))
+    return gather_split_rows(kept, spec)

@@ -10,9 +10,13 @@
   llm4ts-scale evaluate --data DATA --baseline rlinear --seq-len L --pred-len H [--few-shot-percent P]
                         [--split test] [--out metrics.json]
   llm4ts-scale evaluate RUN_DIR [--split test] [--out metrics.json]
+  (every form: [--calibration split|adaptive], how the test intervals use the validation residuals)
 
 Baselines go through the same windows and metric code as models: metrics are on the
-standardized scale, `samples` counts the (window, channel) pairs scored.
+standardized scale, `samples` counts the (window, channel) pairs scored. Test scores carry conformal
+prediction intervals calibrated on validation (coverage, width, CRPS, MASE): --calibration adaptive (the
+default, the config's `calibration`) lets their spread follow the errors as test origins arrive
+(llm4ts_scale/core/adaptive.py), split keeps the split-conformal table; a RUN_DIR uses its own unless given.
 
 dlinear and patchtst are trained first (on train, few-shot honoured; the best-validation epoch is kept),
 then scored on --split (val or test); --out writes both {"val": ..., "test": ...}. patchtst is PatchTST
@@ -29,7 +33,7 @@ import dataclasses
 import json
 
 from llm4ts_scale.commands.data_flags import add_data_arguments, schema_of
-from llm4ts_scale.core.config import Fill, choices
+from llm4ts_scale.core.config import Calibration, Fill, RunConfig, choices
 
 # Training flags of the trained baselines (dlinear, patchtst): (flag, attribute, default); None in args means
 # "not given", and the baseline's own recipe default applies (a None default here).
@@ -69,6 +73,9 @@ def add_parser(subparsers) -> None:
                                                         "ett-minute, ratio")
     p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
     p.add_argument("--fill", default="none", choices=choices(Fill), help="NaN handling for a CSV given as --data")
+    p.add_argument("--calibration", default=None, choices=choices(Calibration),
+                   help="prediction intervals: adaptive (follow the errors as test origins arrive) or split "
+                        f"(split conformal); default {RunConfig.calibration} for baselines, the run's own for RUN_DIR")
     p.add_argument("--original-scale", action="store_true", help="score in the data's units instead of standardized")
     add_data_arguments(p)
     p.add_argument("--out", default=None, help="also write {split: metrics} to this JSON file")
@@ -82,6 +89,8 @@ def _run_dir(args) -> int:
     from llm4ts_scale.inference.loading import load_model
 
     loaded = load_model(args.run_dir)
+    if args.calibration is not None and loaded.conformal is not None:
+        loaded.conformal.method = args.calibration
     split = args.split or "test"
     metrics = evaluate_loaded(loaded, args.data, split)
     if args.out:
@@ -139,7 +148,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
         return baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
 
     if split == "test" and not args.original_scale:  # with split-conformal intervals from the validation windows
-        result = _intervals(forecast, store, seq_len, pred_len, args.batch_size)
+        result = _intervals(forecast, store, (seq_len, pred_len), args.batch_size, _method(args))
     else:
         loader = make_loader(store, WindowSpec(split, seq_len, pred_len), args.batch_size)
         metrics = MetricAccumulator()
@@ -188,14 +197,20 @@ def _trained_baseline_store(args: argparse.Namespace, few_shot: int):
     return store, seq_len, pred_len, split
 
 
-def _intervals(forecast, store, seq_len: int, pred_len: int, batch_size: int, val_stride: int = 1) -> dict:
-    """Test metrics of a baseline with split-conformal intervals calibrated on the validation windows it was
-    selected on (llm4ts_scale/evaluation.py:score_with_intervals): coverage, CRPS and MASE next to MSE / MAE."""
+def _method(args) -> str:
+    return args.calibration if args.calibration is not None else RunConfig.calibration
+
+
+def _intervals(forecast, store, shape: tuple[int, int], batch_size: int, method: str, val_stride: int = 1) -> dict:
+    """Test metrics of a baseline with conformal intervals (`method`: split | adaptive) calibrated on the validation
+    windows it was selected on (llm4ts_scale/evaluation.py:score_with_intervals): coverage, CRPS and MASE next to
+    MSE / MAE."""
     from llm4ts_scale.data.windows import WindowSpec
     from llm4ts_scale.evaluation import score_with_intervals
 
+    seq_len, pred_len = shape
     return score_with_intervals(forecast, store, WindowSpec("val", seq_len, pred_len, step=val_stride),
-                                WindowSpec("test", seq_len, pred_len), batch_size)
+                                WindowSpec("test", seq_len, pred_len), batch_size, method)
 
 
 def _report(args, store, seq_len: int, pred_len: int, split: str, val: dict, test: dict, facts: dict) -> int:
@@ -217,8 +232,8 @@ def _run_rlinear(args: argparse.Namespace) -> int:
     from llm4ts_scale.baselines.rlinear import fit_rlinear, forecast
 
     result = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot, batch_size=args.batch_size)
-    test = _intervals(lambda b: forecast(result.weight, b["x"], b.get("known"), b.get("past")), store, seq_len,
-                      pred_len, args.batch_size)
+    test = _intervals(lambda b: forecast(result.weight, b["x"], b.get("known"), b.get("past")), store,
+                      (seq_len, pred_len), args.batch_size, _method(args))
     return _report(args, store, seq_len, pred_len, split, result.val, test, {
         "alpha": result.alpha, **({"alpha_cov": result.alpha_cov} if result.alpha_cov else {}),
         "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})
@@ -257,7 +272,8 @@ def _run_trained(args: argparse.Namespace) -> int:
         result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
                                recipe=recipe)
         settings, val_stride = {"lr": recipe.lr}, 1
-    test = _intervals(lambda b: result.model(b["x"]), store, seq_len, pred_len, args.batch_size, val_stride)
+    test = _intervals(lambda b: result.model(b["x"]), store, (seq_len, pred_len), args.batch_size, _method(args),
+                      val_stride)
     return _report(args, store, seq_len, pred_len, split, result.val, test, {
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, **settings,
         "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})

@@ -2,8 +2,9 @@
 [--plot forecast.png] [--backtest]`.
 
 The forecast of the H steps after the history in FILE (the model's layout: a wide table, or a long one whose
-every id is forecast), with the quantiles of the model's split-conformal intervals next to the point forecast
-(`<target>_q0.1`, ...). A model trained with known covariates needs their future values: --future FILE holds
+every id is forecast), with the quantiles of the model's conformal intervals next to the point forecast
+(`<target>_q0.1`, ...; with `calibration: adaptive`, each series' spread as it stood at the end of the test split).
+A model trained with known covariates needs their future values: --future FILE holds
 them for the H steps after the history (the time column, the id column for long data, the known covariates)."""
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ Precision = Literal["auto", "no", "bf16"]
 Solver = Literal["sgd", "exact"]  # exact: the head as the closed-form ridge optimum on frozen features (LP only)
 HeadKind = Literal["flatten", "flatten+linear"]
 LogWith = Literal["tensorboard", "none"]
+# how test origins use the validation residuals: split (split conformal, exchangeable future) | adaptive (the
+# spread follows the errors as origins arrive, llm4ts_scale/core/adaptive.py)
+Calibration = Literal["split", "adaptive"]
 
 
 def choices(literal) -> tuple[str, ...]:
@@ -171,6 +174,7 @@ class RunConfig:
     seed: int = 2023
     # forecast quantiles next to the point forecast: split-conformal, from the validation residuals
     quantiles: Any = field(default_factory=lambda: [0.1, 0.5, 0.9])
+    calibration: Calibration = "adaptive"  # split | adaptive (README "Prediction intervals")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
@@ -180,8 +184,12 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def hash(self, exclude: tuple[str, ...] = ("run_dir",)) -> str:
-        """Stable hash of what determines the results (run_dir excluded: moving a run keeps it)."""
+        """Stable hash of what determines the results (run_dir excluded: moving a run keeps it). `calibration`
+        is left out where it has its default, so run directories made before the key existed still resume; the
+        test intervals it chooses are re-scored any time by `llm4ts-scale evaluate RUN_DIR --calibration ...`."""
         payload = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        if payload.get("calibration") == RunConfig.calibration:
+            payload.pop("calibration")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def active_stages(self) -> list[str]:

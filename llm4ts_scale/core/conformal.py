@@ -10,6 +10,8 @@ r_(k)[h] the k-th smallest of the n residuals of step h. If the new window is ex
 validation windows, P(y[h] <= q_tau) >= tau for tau >= 1/2 and P(y[h] < q_tau) <= tau below (the finite-sample
 guarantee of split conformal), so [q_0.1, q_0.9] covers at least 80 %. Any model gets the same treatment:
 the LLM, and the baselines it is compared with. A level too extreme for n (k outside 1..n) is refused.
+When test origins do not look like validation, `method="adaptive"` keeps this table's per-step shape and lets
+its spread follow the errors as origins arrive (llm4ts_scale/core/adaptive.py).
 """
 
 from __future__ import annotations
@@ -46,36 +48,83 @@ def order_index(n: int, level: float) -> int:
 
 @dataclass
 class ConformalTable:
-    """Sorted normalized validation residuals [n, H] (each column sorted): every quantile of every step."""
+    """Sorted normalized validation residuals [n, H] (each column sorted): every quantile of every step.
+
+    `method` is how test origins use it: "split" (the table as is) or "adaptive" (each stream's spread scaled by
+    a width factor and its centre shifted, both following the errors as origins arrive,
+    llm4ts_scale/core/adaptive.py). `factors` and `shifts` [S] are that state for the streams `factor_keys` [S]
+    (series ids) once the last split scored with the table was observed to its end: where a new forecast after
+    the known data (predict) starts from."""
 
     residuals: torch.Tensor
+    method: str = "split"
+    factors: torch.Tensor | None = None
+    shifts: torch.Tensor | None = None
+    factor_keys: torch.Tensor | None = None
 
     @classmethod
-    def from_residuals(cls, residuals: torch.Tensor) -> ConformalTable:
+    def from_residuals(cls, residuals: torch.Tensor, method: str = "split") -> ConformalTable:
         r = residuals.float().double()  # the precision the table is saved in: a reloaded table gives the same quantiles
         if r.shape[0] > MAX_CALIBRATION_ROWS:
             r = r[torch.linspace(0, r.shape[0] - 1, MAX_CALIBRATION_ROWS).round().long()]
         if r.shape[0] == 0:
             raise UserError("no validation window to calibrate prediction intervals on; the validation split is empty")
-        return cls(torch.sort(r, dim=0).values)
+        return cls(torch.sort(r, dim=0).values, method)
 
     @property
     def size(self) -> int:
         return self.residuals.shape[0]
 
-    def offsets(self, levels) -> torch.Tensor:
-        """[Q, H]: the normalized residual quantile of each level and step."""
-        index = torch.tensor([order_index(self.size, float(q)) for q in levels], dtype=torch.long)
-        return self.residuals[index]
+    @property
+    def median(self) -> torch.Tensor:
+        """[H] the step-wise median residual: the centre the adaptive width factor scales around."""
+        return self.residuals[order_index(self.size, 0.5)]
 
-    def quantiles(self, pred: torch.Tensor, scale: torch.Tensor, levels) -> torch.Tensor:
-        """[B, H, Q] quantile forecasts from point forecasts [B, H] and window scales [B, 1], in pred's units."""
-        offsets = self.offsets(levels).to(pred.device, torch.float64)  # [Q, H]
-        return (pred.double().unsqueeze(-1) + scale.double().unsqueeze(-1) * offsets.T.unsqueeze(0)).to(pred.dtype)
+    def half_width(self) -> torch.Tensor:
+        """[H] half the width of the 80 % interval at each step: the unit the adaptive centre shift is in."""
+        index = [order_index(self.size, q) for q in (0.1, 0.9)]
+        return ((self.residuals[index[1]] - self.residuals[index[0]]) / 2).clamp(min=1e-12)
+
+    def offsets(self, levels, adapt: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """[Q, H]: the normalized residual quantile of each level and step; with `adapt` = (width factor [B], centre
+        shift [B]) of each window, [B, Q, H]: m + shift * half-width + factor * (r_tau - m)."""
+        index = torch.tensor([order_index(self.size, float(q)) for q in levels], dtype=torch.long)
+        base = self.residuals[index]
+        if adapt is None:
+            return base
+        factor, shift = (a.double().cpu().reshape(-1, 1, 1) for a in adapt)
+        centre = self.median
+        return centre + shift * self.half_width() + factor * (base - centre)
+
+    def quantiles(self, pred: torch.Tensor, scale: torch.Tensor, levels,
+                  adapt: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """[B, H, Q] quantile forecasts from point forecasts [B, H] and window scales [B, 1], in pred's units;
+        `adapt`: each window's adaptive (width factor [B], centre shift [B]) (None: split conformal)."""
+        offsets = self.offsets(levels, adapt).to(pred.device, torch.float64)
+        offsets = offsets.transpose(-1, -2) if adapt is not None else offsets.T.unsqueeze(0)  # [B or 1, H, Q]
+        return (pred.double().unsqueeze(-1) + scale.double().unsqueeze(-1) * offsets).to(pred.dtype)
+
+    def stream_state(self, series) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(width factor [B], centre shift [B]) a forecast after the known data starts from, for series ids [B]: the
+        stream's own where the table has it, the median over streams for a series it never saw; None for split."""
+        if self.method != "adaptive" or self.factors is None or len(self.factors) == 0:
+            return None
+        series = torch.as_tensor(series, dtype=torch.long).reshape(-1)
+        keys = self.factor_keys.long()
+        where = torch.searchsorted(keys, series).clamp(max=len(keys) - 1)
+        known = keys[where] == series
+        return tuple(torch.where(known, v.double()[where], v.double().median()) for v in (self.factors, self.shifts))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"residuals": self.residuals.float().contiguous()}
+        out = {"residuals": self.residuals.float().contiguous(),
+               "adaptive": torch.tensor([int(self.method == "adaptive")], dtype=torch.int64)}
+        if self.factors is not None:
+            out.update(factors=self.factors.double().contiguous(), shifts=self.shifts.double().contiguous(),
+                       factor_keys=self.factor_keys.long().contiguous())
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> ConformalTable:
-        return cls(state["residuals"].double())
+        adaptive = "adaptive" in state and bool(state["adaptive"].item())  # exports before adaptive: split
+        return cls(state["residuals"].double(), "adaptive" if adaptive else "split", state.get("factors"),
+                   state.get("shifts"), state.get("factor_keys"))

@@ -140,6 +140,12 @@ def write_metrics_json(path: str | os.PathLike, metrics_by_split: dict) -> Path:
 _PROB_FIELDS = ("points", "abs_y", "covered", "width", "mase_sum", "mase_count")
 
 
+def central_pairs(levels) -> list[tuple[float, float]]:
+    """The central intervals (tau, 1 - tau) among `levels`, widest first: (0.1, 0.9) is the 80 % interval."""
+    present = {round(q, 10) for q in levels}
+    return [(q, round(1 - q, 10)) for q in sorted(levels) if q < 0.5 and round(1 - q, 10) in present]
+
+
 class ProbabilisticAccumulator:
     """Exact sums for quantile forecasts [B, H, Q] at `levels` (which hold 0.1 and 0.9), reducible across ranks:
 
@@ -147,16 +153,24 @@ class ProbabilisticAccumulator:
       (standardized units), the approximation GIFT-Eval and Chronos report;
     - wql: the same sum over levels divided by the sum of |y| (their weighted quantile loss, scale-free);
     - coverage_80 / width_80: share of points inside [q_0.1, q_0.9], and that interval's mean width;
+    - quantile_coverage: for each level tau, the share of points at or below q_tau (tau when calibrated: the
+      reliability diagram); intervals: coverage and mean width of every central interval (tau, 1 - tau);
+    - coverage_80_by_step (with `horizon`): the 80 % interval's coverage at each forecast step;
     - mase: each window's MAE over its series' in-sample seasonal-naive MAE (data/store.py:SeriesIndex.mase_scale),
       averaged over windows (series with no finite scale are left out and counted).
     """
 
-    def __init__(self, levels):
+    def __init__(self, levels, horizon: int = 0):
         self.levels = tuple(float(q) for q in levels)
         if 0.1 not in self.levels or 0.9 not in self.levels:
             raise ValueError("levels must include 0.1 and 0.9 (the 80 % interval)")
+        self.pairs = central_pairs(self.levels)
+        self.horizon = horizon
         self._state: torch.Tensor | None = None
         self._reduced = False
+
+    def _size(self) -> int:
+        return 2 * len(self.levels) + len(_PROB_FIELDS) + 2 * len(self.pairs) + self.horizon
 
     @torch.no_grad()
     def update(self, quantiles: torch.Tensor, point: torch.Tensor, target: torch.Tensor, mase_scale: torch.Tensor,
@@ -171,14 +185,23 @@ class ProbabilisticAccumulator:
         pinball = torch.maximum(levels * diff, (levels - 1) * diff).sum(dim=(0, 1))  # [Q]
         lo, hi = q[..., self.levels.index(0.1)], q[..., self.levels.index(0.9)]
         yy = target.double()
+        inside = (yy >= lo) & (yy <= hi)
         window_mae = (point.double() - yy).abs().mean(dim=1)
         scale = mase_scale.double().to(q.device)
         valid = torch.isfinite(scale) & (scale > 0)
         rest = torch.stack([
             torch.tensor(float(yy.numel()), dtype=torch.float64, device=q.device), yy.abs().sum(),
-            ((yy >= lo) & (yy <= hi)).sum().double(), (hi - lo).sum(),
+            inside.sum().double(), (hi - lo).sum(),
             (window_mae[valid] / scale[valid]).sum(), valid.sum().double()])
-        stats = torch.cat([pinball, rest])
+        below = (y <= q).sum(dim=(0, 1)).double()  # [Q]
+        pair_in, pair_width = [], []
+        for a, b in self.pairs:
+            qa, qb = q[..., self.levels.index(a)], q[..., self.levels.index(b)]
+            pair_in.append(((yy >= qa) & (yy <= qb)).sum().double())
+            pair_width.append((qb - qa).sum())
+        by_step = inside.sum(dim=0).double() if self.horizon else yy.new_zeros(0)
+        stats = torch.cat([pinball, rest, below, torch.stack(pair_in + pair_width) if self.pairs else below[:0],
+                           by_step])
         if self._state is None:
             self._state = torch.zeros_like(stats)
         self._state += stats
@@ -189,7 +212,7 @@ class ProbabilisticAccumulator:
         if self._reduced:
             raise RuntimeError("ProbabilisticAccumulator.reduce() called twice")
         if self._state is None:
-            self._state = torch.zeros(len(self.levels) + len(_PROB_FIELDS), dtype=torch.float64)
+            self._state = torch.zeros(self._size(), dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             device = self._state.device
             if torch.distributed.get_backend() == "nccl":
@@ -201,12 +224,15 @@ class ProbabilisticAccumulator:
         return self
 
     def compute(self, crps_levels) -> dict:
-        """crps and wql over `crps_levels` (a subset of the levels), coverage_80, width_80, mase."""
+        """crps and wql over `crps_levels` (a subset of the levels), coverage_80, width_80, mase, and the
+        calibration figures: quantile_coverage, intervals, coverage_80_by_step."""
         if self._state is None:
             return {}
         state = self._state.cpu().tolist()
-        pinball = dict(zip(self.levels, state[:len(self.levels)]))
-        rest = dict(zip(_PROB_FIELDS, state[len(self.levels):]))
+        nq, npairs = len(self.levels), len(self.pairs)
+        pinball = dict(zip(self.levels, state[:nq]))
+        rest = dict(zip(_PROB_FIELDS, state[nq:nq + len(_PROB_FIELDS)]))
+        tail = state[nq + len(_PROB_FIELDS):]
         n = rest["points"]
         if n == 0:
             return {}
@@ -217,4 +243,12 @@ class ProbabilisticAccumulator:
         if rest["mase_count"] > 0:
             out["mase"] = rest["mase_sum"] / rest["mase_count"]
             out["mase_windows"] = int(round(rest["mase_count"]))
+        out["quantile_coverage"] = {f"{q:g}": round(c / n, 5) for q, c in zip(self.levels, tail[:nq])}
+        inside, width = tail[nq:nq + npairs], tail[nq + npairs:nq + 2 * npairs]
+        out["intervals"] = {f"{round(100 * (b - a)):d}": {"levels": [a, b], "coverage": round(c / n, 5),
+                                                         "width": round(w / n, 5)}
+                            for (a, b), c, w in zip(self.pairs, inside, width)}
+        if self.horizon:
+            per_step = n / self.horizon
+            out["coverage_80_by_step"] = [round(c / per_step, 4) for c in tail[nq + 2 * npairs:]]
         return out

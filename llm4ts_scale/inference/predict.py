@@ -1,5 +1,6 @@
 """Forecast the H steps after a history with an exported model, in the data's original units, with the
-quantiles of its split-conformal intervals (llm4ts_scale/core/conformal.py).
+quantiles of its conformal intervals (llm4ts_scale/core/conformal.py; with adaptive calibration each series
+starts from its width factor at the end of the test split, llm4ts_scale/core/adaptive.py).
 
 Wide data: a `date` column and the training columns (targets and covariates), one history per table. Long
 data: rows of id, timestamp, target (and covariates), every id its own history, forecast together. A model
@@ -51,9 +52,15 @@ def resolve_levels(loaded, quantiles) -> list[float] | None:
 
 
 def forecast_rows(loaded, x: np.ndarray, marks: np.ndarray, known: np.ndarray | None = None,
-                  past: np.ndarray | None = None, levels=None, batch_size: int = 1024):
+                  past: np.ndarray | None = None, levels=None, batch_size: int = 1024,
+                  series: np.ndarray | None = None):
     """Standardized look-backs x [R, L] (marks [R, L, A], covariates known [R, L + H, K], past [R, L, K]) ->
-    (point [R, H], quantiles [R, H, Q] or None), standardized, `batch_size` rows at a time."""
+    (point [R, H], quantiles [R, H, Q] or None), standardized, `batch_size` rows at a time. `series` [R]: each row's
+    series in the training store (-1: unknown), whose adaptive width factor at the end of the known data the
+    intervals start from (llm4ts_scale/core/conformal.py:ConformalTable.stream_state)."""
+    if levels is not None and series is None:
+        series = np.full(len(x), -1)
+    state = loaded.conformal.stream_state(series) if levels is not None else None
     points, quants = [], []
     for i in range(0, len(x), batch_size):
         part = slice(i, i + batch_size)
@@ -63,7 +70,8 @@ def forecast_rows(loaded, x: np.ndarray, marks: np.ndarray, known: np.ndarray | 
                                  else None for c in (known, past))).cpu()
         points.append(pred.numpy())
         if levels is not None:
-            quants.append(loaded.conformal.quantiles(pred.double(), window_scale(xb), levels).numpy())
+            adapt = (state[0][part], state[1][part]) if state is not None else None
+            quants.append(loaded.conformal.quantiles(pred.double(), window_scale(xb), levels, adapt).numpy())
     return np.concatenate(points), (np.concatenate(quants) if levels is not None else None)
 
 
@@ -93,7 +101,8 @@ def _wide_forecast(loaded, x, marks, known, past, levels, batch_size: int = 1024
     cov = data.get("covariates", {})
     known_rows = np.repeat(scaled(known, cov["known"]), C, axis=0) if known is not None else None
     past_rows = np.repeat(scaled(past, cov["past"]), C, axis=0) if past is not None else None
-    point, quant = forecast_rows(loaded, rows, np.repeat(marks, C, axis=0), known_rows, past_rows, levels, batch_size)
+    point, quant = forecast_rows(loaded, rows, np.repeat(marks, C, axis=0), known_rows, past_rows, levels, batch_size,
+                                 series=np.tile(np.arange(C), n))  # a wide table's series are its targets, in order
     t_idx = [columns.index(c) for c in targets]
     H = point.shape[1]
     point = point.reshape(n, C, H).transpose(0, 2, 1) * std[t_idx] + mean[t_idx]
@@ -174,6 +183,17 @@ def forecast_frame(forecast: Forecast, targets: list[str], levels) -> pd.DataFra
     return frame
 
 
+def _series_index(loaded, ids: list[str]) -> np.ndarray:
+    """Each id's series in the training store (-1 where the model never saw it)."""
+    from llm4ts_scale.data.store import _read_series_file
+
+    if loaded.series_file is None:
+        return np.full(len(ids), -1)
+    index = _read_series_file(loaded.series_file, 0)
+    where = {name: i for i, name in enumerate(index.ids)}
+    return np.array([where.get(name, -1) for name in ids])
+
+
 def _series_stats(loaded, ids: list[str], panel) -> tuple[np.ndarray, np.ndarray]:
     """(mean [S, V], std [S, V]) of the target and covariates for each id: the training series' where the id was
     trained on, else the history's own."""
@@ -234,7 +254,7 @@ def forecast_panel(loaded, history: pd.DataFrame, future: pd.DataFrame | None = 
         known = np.stack(rows)
     if cov["past"]:
         past = np.stack([z[e - L:e, 1 + n_known:] for e in ends])
-    point, quant = forecast_rows(loaded, x, marks, known, past, levels)
+    point, quant = forecast_rows(loaded, x, marks, known, past, levels, series=_series_index(loaded, panel.ids))
     point = point * std[:, :1] + mean[:, :1]
     frame = pd.DataFrame({schema.id_column: np.repeat(panel.ids, H),
                           schema.time("long"): np.concatenate([st.to_numpy() for st in stamps]),

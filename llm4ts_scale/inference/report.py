@@ -19,6 +19,9 @@ from llm4ts_scale.inference.step_errors import StepErrors, checkpoint_steps
 
 LOSS_PNG = "report_loss.png"
 STEPS_PNG = "report_steps.png"
+COVERAGE_PNG = "report_coverage.png"
+RELIABILITY_PNG = "report_reliability.png"
+LONG_LIST = 12  # metrics.json lists longer than this (per-step coverage) are drawn, not written into the table
 REPORT_MD = "report.md"
 
 
@@ -137,8 +140,40 @@ def metrics_section(metrics: dict | None) -> list[str]:
     keys: list[str] = []
     for split in splits:
         keys += [k for k in metrics[split] if k not in keys]
-    rows = [[k] + [json.dumps(metrics[s][k]) if k in metrics[s] else "–" for s in splits] for k in keys]
+    rows = [[k] + [_cell(metrics[s][k]) if k in metrics[s] else "–" for s in splits] for k in keys]
     return lines + ["Values exactly as metrics.json holds them (standardized scale).", ""] + _table(["metric"] + splits, rows)
+
+
+def _cell(value) -> str:
+    if isinstance(value, list) and len(value) > LONG_LIST:
+        return f"{len(value)} values (see the figures)"
+    return json.dumps(value)
+
+
+def intervals_section(test: dict, run_dir: Path) -> list[str]:
+    """Calibration of the test intervals: coverage and width per central interval, coverage per forecast step and
+    the reliability diagram, drawn from metrics.json (nothing is re-evaluated)."""
+    from llm4ts_scale.inference.report_plots import plot_coverage_by_step, plot_reliability
+
+    for png in (COVERAGE_PNG, RELIABILITY_PNG):
+        (run_dir / png).unlink(missing_ok=True)  # a figure from an earlier report would not match
+    if "intervals" not in test:
+        return ["## Prediction intervals", "", "metrics.json holds no calibration figures (a run made before them)."]
+    method = test.get("calibration", "split")
+    rows = [[f"{name} %", f"{v['levels'][0]:g} - {v['levels'][1]:g}", _num(v["coverage"]), _num(v["width"])]
+            for name, v in test["intervals"].items()]
+    lines = ["## Prediction intervals", "",
+             f"Calibration `{method}` (config `calibration`), from {test.get('calibration_windows', '?')} validation "
+             f"windows: test coverage and mean width (standardized) of each central interval; CRPS "
+             f"{_num(test.get('crps'))}.", ""]
+    lines += _table(["interval", "levels", "coverage", "mean width"], rows)
+    if test.get("coverage_80_by_step"):
+        plot_coverage_by_step(test["coverage_80_by_step"], run_dir / COVERAGE_PNG, method)
+        lines += ["", f"![80 % coverage per step]({COVERAGE_PNG})"]
+    if test.get("quantile_coverage"):
+        plot_reliability(test["quantile_coverage"], run_dir / RELIABILITY_PNG, method)
+        lines += ["", f"![reliability diagram]({RELIABILITY_PNG})"]
+    return lines
 
 
 def provenance_section(run: dict) -> list[str]:
@@ -155,7 +190,8 @@ def provenance_section(run: dict) -> list[str]:
 
 def write_report(run_dir: str | Path, *, data_path: str | None = None, evaluate: bool = True,
                  batch_size: int | None = None) -> Path:
-    """Write RUN_DIR/report.md, report_loss.png and (when evaluated) report_steps.png; return the .md path."""
+    """Write RUN_DIR/report.md, report_loss.png, (when evaluated) report_steps.png and (when the test has
+    intervals) report_coverage.png and report_reliability.png; return the .md path."""
     from llm4ts_scale.inference.report_plots import plot_loss_curves, plot_step_errors
 
     run_dir = Path(run_dir)
@@ -179,5 +215,8 @@ def write_report(run_dir: str | Path, *, data_path: str | None = None, evaluate:
         model_err, naive_err = compute_step_errors(run_dir, data_path, batch_size)
         plot_step_errors(model_err, naive_err, run_dir / STEPS_PNG)
         lines += steps_section(model_err, naive_err, metrics) + [""]
+    test = (metrics or {}).get("test")
+    if isinstance(test, dict) and "coverage_80" in test:
+        lines += intervals_section(test, run_dir) + [""]
     lines += metrics_section(metrics) + [""] + provenance_section(run)
     return atomic_write_text(run_dir / REPORT_MD, "\n".join(lines) + "\n")

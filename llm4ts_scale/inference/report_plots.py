@@ -60,3 +60,36 @@ def plot_step_errors(model: StepErrors, naive: StepErrors, path: Path, baseline:
         ax.legend(fontsize=8)
     fig.suptitle(f"test error per step ({model.samples} window-channel pairs)")
     return _save(fig, path)
+
+
+def plot_coverage_by_step(coverage: list[float], path: Path, calibration: str = "split") -> Path:
+    """Test coverage of the 80 % interval at each forecast step against the promised 0.80."""
+    steps = np.arange(1, len(coverage) + 1)
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    ax.plot(steps, coverage, label=f"80 % interval ({calibration})")
+    ax.axhline(0.8, color="grey", linestyle="--", label="promised 0.80")
+    ax.set_ylim(min(0.5, min(coverage) - 0.05), 1.0)
+    ax.set_xlabel("forecast step")
+    ax.set_ylabel("test coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(quantile_coverage: dict, path: Path, calibration: str = "split") -> Path:
+    """Reliability diagram: the share of test points at or below each quantile forecast against its level
+    (on the diagonal when the quantiles are calibrated; the PIT's CDF at those levels)."""
+    levels = np.array([float(q) for q in quantile_coverage])
+    observed = np.array([quantile_coverage[q] for q in quantile_coverage])
+    fig = Figure(figsize=(3.8, 3.6))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    ax.plot(levels, observed, "o-", label=calibration)
+    ax.set_xlabel("quantile level")
+    ax.set_ylabel("share of test points below")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -213,7 +213,8 @@ def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict
 
 def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunState, weights: dict, precision: str) -> dict:
     """Calibrate the prediction intervals on the validation windows, score the test split once (unless
-    train.test is false: a validation-only sweep) with them, then export."""
+    train.test is false: a validation-only sweep) with them, then export (with adaptive calibration, the
+    table carries each series' width factor at the end of the test split: where predict starts from)."""
     started = time.time()
     d = config.data
     device = accelerator.device
@@ -221,7 +222,7 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
     topology = Topology.of(accelerator, precision, d.num_workers)
     batch = eval_batch_size(d.eval_batch_size, d.batch_size, device.type)
     table = calibrate(model, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), topology,
-                      batch_size=batch)
+                      batch_size=batch, method=config.calibration)
     if config.train.test:  # validation was scored every epoch; run.json holds each stage's best
         results = {"test": evaluate_split(model, store, WindowSpec("test", d.seq_len, d.pred_len), topology,
                                           task="forecast", batch_size=batch, conformal=table)}
@@ -247,7 +248,8 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
 
 def _interval_summary(metrics: dict) -> str:
     mase = f"  mase {metrics['mase']:.3f}" if "mase" in metrics else ""
-    return f"crps {metrics['crps']:.4f}  80% coverage {metrics['coverage_80']:.3f}{mase}"
+    return (f"crps {metrics['crps']:.4f}  80% coverage {metrics['coverage_80']:.3f} "
+            f"({metrics.get('calibration', 'split')}){mase}")
 
 
 # DLinear trains on every training window for up to 10 epochs: seconds on ETTh1, too long on the
@@ -259,7 +261,7 @@ PATCHTST_MAX_TRAIN_SAMPLES = 100_000
 
 def compare_with_baselines(config: RunConfig, store) -> dict:
     """Naive (repeat the last value), DLinear, PatchTST (from scratch, selected on the run's validation windows)
-    and rlinear on the same test windows, each with the same split-conformal intervals as the model, printed
+    and rlinear on the same test windows, each with the same conformal intervals as the model, printed
     under the model's score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
     from llm4ts_scale.baselines.dlinear import train_dlinear
     from llm4ts_scale.baselines.patchtst import PatchTSTRecipe, train_patchtst
@@ -273,7 +275,7 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
     out, lines = {}, []
 
     def add(name: str, forecast, facts: dict, note: str) -> None:
-        out[name] = {**score_with_intervals(forecast, store, val, test), **facts}
+        out[name] = {**score_with_intervals(forecast, store, val, test, method=config.calibration), **facts}
         m = out[name]
         lines.append(f"{name + ':':<9} mse {m['mse']:.6f}  mae {m['mae']:.6f}  {_interval_summary(m)}  ({note})")
 

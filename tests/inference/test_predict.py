@@ -51,6 +51,17 @@ def test_predict_continues_the_series_in_original_units(ili_run_dir, history, tm
     np.testing.assert_allclose((got - mean) / std, scaled, rtol=1e-4, atol=1e-4)
     assert np.abs(got).max() > 10  # original units (ILI counts are in the thousands), not standardized
 
+    # the intervals start from each channel's adaptive state at the end of the test split (calibration: adaptive)
+    from llm4ts_scale.core.conformal import window_scale
+    from llm4ts_scale.inference.export import CONFORMAL_FILE, export_dir_of, read_extras
+
+    table = read_extras(export_dir_of(ili_run_dir))[CONFORMAL_FILE]
+    assert table.method == "adaptive" and len(table.factors) == len(channels)
+    expected = table.quantiles(torch.from_numpy(scaled.T).double(), window_scale(x), [0.1, 0.5, 0.9],
+                               table.stream_state(np.arange(len(channels))))
+    for q, band in enumerate((lo, mid, hi)):
+        np.testing.assert_allclose((band - mean) / std, expected[:, :, q].numpy().T, rtol=1e-4, atol=1e-4)
+
     with Image.open(plot) as image:
         image.verify()
     with Image.open(plot) as image:

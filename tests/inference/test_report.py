@@ -57,7 +57,7 @@ def test_report_holds_the_run_numbers_and_valid_figures(run_dir):
     assert {"mse", "mae", "samples"} <= set(metrics["test"])
     splits = ["test"] + [s for s in metrics if s != "test"]
     for key in metrics["test"]:
-        cells = " | ".join(json.dumps(metrics[s][key]) if key in metrics[s] else "–" for s in splits)
+        cells = " | ".join(_cell(metrics[s][key]) if key in metrics[s] else "–" for s in splits)
         row = f"| {key} | {cells} |"
         assert row in text.splitlines(), row
     # config summary and per-stage facts
@@ -89,6 +89,40 @@ def test_report_holds_the_run_numbers_and_valid_figures(run_dir):
         width, height = image_ok(run_dir / png)
         assert width > 600 and height > 250
         assert f"]({png})" in text
+    # the calibration of the test intervals: a table per central interval and two figures
+    assert f"| 80 % | 0.1 - 0.9 | {metrics['test']['intervals']['80']['coverage']:.4f} |" in text
+    for png in ("report_coverage.png", "report_reliability.png"):
+        image_ok(run_dir / png)
+        assert f"]({png})" in text
+
+
+def _cell(value) -> str:
+    """How the report's metrics table writes a value: long lists (per-step coverage) are drawn instead."""
+    return f"{len(value)} values (see the figures)" if isinstance(value, list) and len(value) > 12 else json.dumps(value)
+
+
+def test_the_interval_figures_come_from_metrics_json_alone(tmp_path):
+    """Coverage per step and the reliability diagram from a real interval scoring, no model needed."""
+    import torch
+
+    from llm4ts_scale.core.conformal import ConformalTable
+    from llm4ts_scale.core.intervals import SplitRows, interval_metrics
+    from llm4ts_scale.inference.report import intervals_section
+
+    g = torch.Generator().manual_seed(0)
+    n, h = 600, 16
+    rows = SplitRows(torch.zeros(n, h), (1.5 * torch.randn(n, h, generator=g)).float(),
+                     torch.ones(n, 1, dtype=torch.float64), torch.zeros(n, dtype=torch.int64), torch.arange(n))
+    table = ConformalTable.from_residuals(torch.randn(300, h, generator=g, dtype=torch.float64), "adaptive")
+    test = interval_metrics(rows, table, torch.ones(1))
+    lines = intervals_section(test, tmp_path)
+    text = "\n".join(lines)
+    assert "Calibration `adaptive`" in text and "| 20 % | 0.4 - 0.6 |" in text
+    for png in ("report_coverage.png", "report_reliability.png"):
+        width, height = image_ok(tmp_path / png)
+        assert width > 300 and height > 250 and f"]({png})" in text
+    assert intervals_section({"coverage_80": 0.8}, tmp_path)[-1].startswith("metrics.json holds no calibration")
+    assert not (tmp_path / "report_coverage.png").exists()  # an old figure would not match
 
 
 def test_report_of_an_unfinished_run_and_of_a_non_run(run_dir, tmp_path, capsys):
