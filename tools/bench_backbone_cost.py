@@ -113,6 +113,7 @@ def run_cell(setting: str, args, layers: int, workdir: Path) -> dict:
     out["eval_samples"] = ranks[0]["eval_samples"]
     out["eval_samples_per_s"] = ranks[0]["eval_samples"] / max(r["eval_seconds"] for r in ranks)
     out["peak_rss_per_rank_mib"] = [r["peak_rss_bytes"] / 2**20 for r in ranks]
+    out["rss_train_per_rank_mib"] = [r.get("rss_train_bytes", float("nan")) / 2**20 for r in ranks]
     out["wall_s"] = time.time() - started
     return out
 
@@ -121,16 +122,18 @@ def table(backbone: str) -> str:
     cells = [json.loads(p.read_text()) for p in RESULTS.glob(f"{backbone}-k*.json")]
     cells.sort(key=lambda c: (c["layers"], list(SETTINGS).index(c["setting"])))
     lines = [f"`{backbone}`, NF4 + LoRA r=8, FT stage (head, LoRA, norms, encoder train), ETTh1 L=336 H=96:",
-             "", "| K | setting | procs | peak RSS per rank MiB (train / end) | predicted backbone MiB per rank (describe) "
-             "| predicted Adam state MiB per rank | optimizer state per rank MiB (measured) | train samples/s "
-             "| eval samples/s |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| K | setting | procs | RSS per rank in training MiB | peak RSS per rank MiB (loading included) "
+             "| predicted backbone MiB per rank (describe) | predicted Adam state MiB per rank "
+             "| optimizer state per rank MiB (measured) | train samples/s "
+             "| eval samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         r, pred = cell["result"], cell["predicted"]
         if "failed" in r:
             lines.append(f"| {cell['layers']} | {cell['setting']} | {SETTINGS[cell['setting']][0]} | failed: "
-                         f"{(r['log_tail'] or [''])[-1][:120]} | | | | | |")
+                         f"{(r['log_tail'] or [''])[-1][:120]} | | | | | | |")
             continue
-        lines.append(f"| {cell['layers']} | {cell['setting']} | {r['processes']} | {r['peak_rss_train_mib']:.0f} / "
+        in_training = max(r.get("rss_train_per_rank_mib") or [float("nan")])
+        lines.append(f"| {cell['layers']} | {cell['setting']} | {r['processes']} | {in_training:.0f} | "
                      f"{max(r['peak_rss_per_rank_mib']):.0f} | {pred['backbone_bytes'] / 2**20:.0f} | "
                      f"{pred['optimizer_bytes'] / 2**20:.1f} | {max(r['optimizer_state_bytes'] or [0]) / 2**20:.1f} | "
                      f"{r['steady_samples_per_s']:.2f} | {r['eval_samples_per_s']:.1f} |")
@@ -152,7 +155,7 @@ def main() -> int:
     parser.add_argument("--global-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--eval-batch", type=int, default=32)
-    parser.add_argument("--val-stride", type=int, default=80, help="every k-th validation window (k=80: 245 windows)")
+    parser.add_argument("--val-stride", type=int, default=400, help="every k-th validation window (400: 49 pairs)")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ import resource
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 from llm4ts_scale.core.io import atomic_write_json
@@ -93,6 +94,8 @@ class StageTelemetry(StageHook):
     def on_epoch_end(self, recipe) -> dict:
         if self.record["peak_rss_train_bytes"] is None:  # before the first validation runs
             self.record["peak_rss_train_bytes"] = peak_rss_bytes()
+            # what training holds now, without the transient peak of loading (a checkpoint's pages read once)
+            self.record["rss_train_bytes"] = psutil.Process().memory_info().rss
         return {}
 
     def count_eval(self, samples: int, seconds: float) -> None:
