@@ -86,3 +86,11 @@ def test_describe_reports_what_this_machine_holds_and_the_4bit_size(paths, capsy
     assert held["backbone_bytes"] == full["backbone_bytes"] and "backbone_bytes_4bit" not in full
     assert held["backbone_bytes_4bit"] == packed["backbone_bytes"] == packed["backbone_bytes_4bit"]
     assert packed["backbone_bytes"] < full["backbone_bytes"] / 2
+
+
+def test_describe_holds_the_backbone_in_the_precision_a_run_would_use(paths, capsys):
+    common = [f"model.backbone={paths['llama']}", "model.layers=2", "model.quantize=none"]
+    fp32 = describe(capsys, *common, "train.mixed_precision=no")
+    bf16 = describe(capsys, *common, "train.mixed_precision=bf16")
+    assert (fp32["precision"], bf16["precision"]) == ("no", "bf16")
+    assert bf16["backbone_bytes"] < 0.6 * fp32["backbone_bytes"]  # frozen matrices in bf16, small weights stay fp32
