@@ -43,7 +43,7 @@ SETTINGS = {  # name -> (processes, DeepSpeed config or None)
     "zero3-1": (1, "zero3.json"), "zero3-2": (2, "zero3.json"),
     "offload-1": (1, "zero3_offload.json"), "offload-2": (2, "zero3_offload.json"),
 }
-CURVE_SETTINGS = ("zero2-1", "zero3-2")  # the cost curve in K
+CURVE_SETTINGS = ("zero3-2",)  # the cost curve in K
 ADAM_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq in fp32 (the fp32 master copy is reported apart)
 
 
@@ -77,8 +77,16 @@ def describe(backbone: str, layers: int) -> dict:
                           f"model.layers={layers}", "model.quantize=nf4", "data.seq_len=336", "data.pred_len=96"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     summary = json.loads(out[out.index("{"):])
-    return {k: summary[k] for k in ("params_total", "backbone_bytes", "backbone_bytes_4bit")} | {
+    return {k: summary[k] for k in ("params_total", "backbone_bytes", "backbone_bytes_4bit", "precision")} | {
         "trainable_ft": summary["trainable"]["ft"]}
+
+
+def described(backbone: str, layers: int) -> dict:
+    """describe's figures for (backbone, K), computed once and kept in results/ (precision as a run here)."""
+    path = RESULTS / f"describe-{backbone}-k{layers}.json"
+    if not path.is_file():
+        atomic_write_json(path, describe(backbone, layers))
+    return json.loads(path.read_text())
 
 
 def predicted_rank_bytes(pred: dict, setting: str) -> dict:
@@ -91,7 +99,7 @@ def predicted_rank_bytes(pred: dict, setting: str) -> dict:
 def run_cell(setting: str, args, layers: int, workdir: Path) -> dict:
     run_dir = workdir / cell_name(args.backbone, layers, setting)
     processes = SETTINGS[setting][0]
-    threads = max((os.cpu_count() or 2) // processes, 1)
+    threads = args.threads or max((os.cpu_count() or 2) // processes, 1)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads), LLM4TS_CPU_THREADS=str(threads))
     cmd = command(setting, args, layers, run_dir)
     log = workdir / f"{cell_name(args.backbone, layers, setting)}.log"
@@ -119,7 +127,7 @@ def run_cell(setting: str, args, layers: int, workdir: Path) -> dict:
 
 
 def table(backbone: str) -> str:
-    cells = [json.loads(p.read_text()) for p in RESULTS.glob(f"{backbone}-k*.json")]
+    cells = [json.loads(p.read_text()) for p in RESULTS.glob(f"{backbone}-k*-*.json")]
     cells.sort(key=lambda c: (c["layers"], list(SETTINGS).index(c["setting"])))
     lines = [f"`{backbone}`, NF4 + LoRA r=8, FT stage (head, LoRA, norms, encoder train), ETTh1 L=336 H=96:",
              "", "| K | setting | procs | RSS per rank in training MiB | peak RSS per rank MiB (loading included) "
@@ -127,7 +135,7 @@ def table(backbone: str) -> str:
              "| optimizer state per rank MiB (measured) | train samples/s "
              "| eval samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
-        r, pred = cell["result"], cell["predicted"]
+        r, pred = cell["result"], predicted_rank_bytes(described(backbone, cell["layers"]), cell["setting"])
         if "failed" in r:
             lines.append(f"| {cell['layers']} | {cell['setting']} | {SETTINGS[cell['setting']][0]} | failed: "
                          f"{(r['log_tail'] or [''])[-1][:120]} | | | | | | |")
@@ -140,8 +148,8 @@ def table(backbone: str) -> str:
     meta = next((c for c in cells if "failed" not in c["result"]), None)
     if meta:
         lines += ["", f"Global batch {meta['global_batch']}, {meta['steps']} optimizer steps (the first left out of the "
-                  f"rate), one validation pass of {meta['result']['eval_samples']} (window, channel) pairs; threads per "
-                  "process = 2 / processes; "
+                  f"rate), one validation pass of {meta['result']['eval_samples']} (window, channel) pairs; "
+                  f"{meta['result']['torch_threads']} torch thread(s) per process; "
                   f"2-core {bench_scaling.cpu_model()}."]
     return "\n".join(lines)
 
@@ -157,6 +165,8 @@ def main() -> int:
     parser.add_argument("--eval-batch", type=int, default=32)
     parser.add_argument("--val-stride", type=int, default=400, help="every k-th validation window (400: 49 pairs)")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0: CPUs / processes); "
+                        "default 1, as in tools/bench_train.py: a 2-thread process collapses when other work shares the cores")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
@@ -174,9 +184,8 @@ def main() -> int:
             if path.is_file():
                 continue
             result = run_cell(setting, args, k, workdir)
-            pred = predicted_rank_bytes(describe(args.backbone, k), setting)
             atomic_write_json(path, {"backbone": args.backbone, "layers": k, "setting": setting, "result": result,
-                                     "predicted": pred, "global_batch": args.global_batch, "steps": args.steps,
+                                     "global_batch": args.global_batch, "steps": args.steps,
                                      "cpu": bench_scaling.cpu_model()})
             print(f"  {json.dumps(result)[:300]}", flush=True)
     text = table(args.backbone)

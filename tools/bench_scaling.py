@@ -27,6 +27,7 @@ import validation_sweep as sweep
 from llm4ts_scale.inference.results import publish_table
 
 RESULTS = sweep.REPO / "results" / "scaling"
+SWEEP_RESULTS = sweep.REPO / "results" / "sweep"  # the recipe and scratch rows, on the same validation windows
 BACKBONES = {"smollm2-135m": 30, "gemma3-270m": 18, "qwen2.5-0.5b": 24, "qwen2.5-1.5b": 28}  # alias -> blocks
 DEPTHS = (2, 6)
 INITS = ("pretrained", "random")
@@ -82,6 +83,13 @@ def table() -> str:
                 gain = f"{100 * (base - pre['val']) / base:+.1f} %" if pre else ""
                 minutes = " / ".join(f"{r['minutes']:.1f}" for r in (pre, rnd) if r)
                 lines.append(f"| {bb} | {k}{' (all)' if k == total else ''} | {cell(pre)} | {cell(rnd)} | {gain} | {minutes} |")
+        for arm, what in ((f"{ds}-k2-a3", "the default recipe: smollm2-135m, 2 blocks, 3 alignment epochs, exact LP"),
+                          (f"{ds}-scratch-k2-a3-ft", "the same 2 blocks trained from scratch (alignment, exact LP, FT)")):
+            path = SWEEP_RESULTS / arm / "run.json"
+            if path.is_file():
+                stages = json.loads(path.read_text())["stages"]
+                last = [s for s in ("lp", "ft") if s in stages][-1]
+                lines.append(f"| {what} (results/sweep/{arm}) | 2 | {stages[last]['val']['mse']:.4f} | | | |")
         lines.append("")
     lines += ["Validation only (train.test=false). Every arm: " + " ".join(sweep.COMMON[:-2]) + " stages.align.epochs=0; "
               "ETTh1: " + " ".join(sweep.DATASETS["etth1"]) + "; ILI: " + " ".join(sweep.DATASETS["ili"]) + ". Seed 2023. "
