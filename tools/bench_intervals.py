@@ -9,8 +9,8 @@ synthetic panel with a planted level shift halfway through its test split, for t
 Each cell (dataset, horizon, baseline) forecasts the validation and test windows once, then scores:
 - test: split conformal (calibrated on validation) and adaptive (the same table, then sequential over test), with
   the constants of llm4ts_scale/core/adaptive.py: 80 % coverage, its width, CRPS, MASE, lowest per-step coverage;
-- validation only (how gamma and the default `calibration` were chosen): the first half of the validation windows
-  (by origin) is the table, the second half is scored sequentially, for every gamma of the grid.
+- validation only (how ETA, the runs and the default `calibration` were chosen): the first half of the validation
+  windows (by origin) is the table, the second half is scored sequentially, for every variant of VARIANTS.
 Cells are small JSON files in results/intervals/cells/ (resumable); the tables go to results/intervals/tables.md.
 Needs LLM4TS_DATA_PATH (ETTh1.csv, national_illness.csv).
 """
@@ -46,7 +46,12 @@ DATASETS = {  # name: (data, split rule, look-back, few-shot %, horizons)
     "shift-panel": ("shift-panel", "ratio", 96, 100, (24, 48)),
 }
 BASELINES = ("naive", "rlinear", "dlinear")
-GRID = ((0.005, 0.0), (0.01, 0.0), (0.02, 0.0), (0.05, 0.0), (0.01, 0.005))  # (gamma, shift gamma) on validation
+VARIANTS = {  # name: (ACI runs, ETA, shift gamma), every one scored on validation (and on test, never to choose)
+    "aci g=0.01": ((0.01,), adaptive.ETA, 0.0), "aci g=0.05": ((0.05,), adaptive.ETA, 0.0),
+    "aci g=0.01 shift 0.005": ((0.01,), adaptive.ETA, 0.005),
+    "aggregated eta=0.1": (adaptive.GAMMAS, 0.1, 0.0), "aggregated eta=0.3": (adaptive.GAMMAS, 0.3, 0.0),
+    "aggregated eta=1": (adaptive.GAMMAS, 1.0, 0.0),
+}
 SHIFT_SIZE = 3.0  # the planted level shift, in standard deviations of each series' training part
 
 
@@ -116,16 +121,22 @@ def first_half(rows: SplitRows) -> torch.Tensor:
     return early
 
 
+def default_variant() -> str:
+    """The name in VARIANTS of the constants llm4ts_scale/core/adaptive.py holds."""
+    now = (adaptive.GAMMAS, adaptive.ETA, adaptive.SHIFT_GAMMA)
+    return next(name for name, v in VARIANTS.items() if v == now)
+
+
 def scored(calibration: SplitRows, evaluated: SplitRows, method: str, mase_scale: torch.Tensor,
-           gammas: tuple[float, float] | None = None) -> dict:
+           variant: str | None = None) -> dict:
     table = ConformalTable.from_residuals(calibration.residuals(), method)
-    saved = adaptive.ADAPTIVE_GAMMA, adaptive.SHIFT_GAMMA
-    if gammas is not None:
-        adaptive.ADAPTIVE_GAMMA, adaptive.SHIFT_GAMMA = gammas
+    saved = adaptive.GAMMAS, adaptive.ETA, adaptive.SHIFT_GAMMA
+    if variant is not None:
+        adaptive.GAMMAS, adaptive.ETA, adaptive.SHIFT_GAMMA = VARIANTS[variant]
     try:
         m = interval_metrics(evaluated, table, mase_scale)
     finally:
-        adaptive.ADAPTIVE_GAMMA, adaptive.SHIFT_GAMMA = saved
+        adaptive.GAMMAS, adaptive.ETA, adaptive.SHIFT_GAMMA = saved
     return {"coverage_80": m["coverage_80"], "width_80": m["width_80"], "crps": m["crps"], "mase": m.get("mase"),
             "min_step_coverage": min(m["coverage_80_by_step"]), "max_step_coverage": max(m["coverage_80_by_step"])}
 
@@ -139,14 +150,13 @@ def run_cell(name: str, horizon: int, baseline: str) -> dict:
     test = split_rows(fn, store, WindowSpec("test", seq_len, horizon))
     mase = torch.tensor(store.series.mase_scale)
     cell = {"dataset": name, "pred_len": horizon, "baseline": baseline, "seq_len": seq_len, "few_shot_percent": few_shot,
-            "gamma": adaptive.ADAPTIVE_GAMMA, "shift_gamma": adaptive.SHIFT_GAMMA,
-            "test": {m: scored(val, test, m, mase) for m in ("split", "adaptive")},
-            # every gamma on test too, so a gamma chosen on validation is looked up, never re-run; not used to choose
-            "test_grid": {f"adaptive g={g} s={s}": scored(val, test, "adaptive", mase, (g, s)) for g, s in GRID}}
+            "adaptive": default_variant(), "test": {m: scored(val, test, m, mase) for m in ("split", "adaptive")},
+            # every variant on test too, so one chosen on validation is looked up, never re-run; not used to choose
+            "test_grid": {v: scored(val, test, "adaptive", mase, v) for v in VARIANTS}}
     early = first_half(val)
     first, second = subset(val, early), subset(val, ~early)
     cell["val"] = {"split": scored(first, second, "split", mase),
-                   **{f"adaptive g={g} s={s}": scored(first, second, "adaptive", mase, (g, s)) for g, s in GRID}}
+                   **{v: scored(first, second, "adaptive", mase, v) for v in VARIANTS}}
     cell["wall_time_s"] = round(time.time() - started, 1)
     return cell
 
@@ -169,9 +179,9 @@ def model_cell(run_dir: str) -> dict:
     test = split_rows(fn, store, WindowSpec("test", d.seq_len, d.pred_len), batch_size=256)
     mase = torch.tensor(store.series.mase_scale)
     cell = {"dataset": name, "pred_len": d.pred_len, "baseline": "llm4ts", "seq_len": d.seq_len,
-            "few_shot_percent": d.few_shot_percent, "run_dir": str(run_dir), "gamma": adaptive.ADAPTIVE_GAMMA,
-            "shift_gamma": adaptive.SHIFT_GAMMA, "test": {m: scored(val, test, m, mase) for m in ("split", "adaptive")}}
-    cell["test_grid"] = {f"adaptive g={g} s={s}": scored(val, test, "adaptive", mase, (g, s)) for g, s in GRID}
+            "few_shot_percent": d.few_shot_percent, "run_dir": str(run_dir), "adaptive": default_variant(),
+            "test": {m: scored(val, test, m, mase) for m in ("split", "adaptive")}}
+    cell["test_grid"] = {v: scored(val, test, "adaptive", mase, v) for v in VARIANTS}
     cell["wall_time_s"], cell["cpu"] = round(time.time() - started, 1), cpu_model()
     return cell
 
@@ -208,7 +218,7 @@ def test_table(cells: list[dict]) -> list[str]:
     rank = {b: i for i, b in enumerate(("llm4ts", *BASELINES))}
     for c in sorted(cells, key=lambda c: (order[c["dataset"]], c["pred_len"], rank[c["baseline"]])):
         s = c["test"]["split"]
-        a = c["test_grid"].get(f"adaptive g={adaptive.ADAPTIVE_GAMMA} s={adaptive.SHIFT_GAMMA}", c["test"]["adaptive"])
+        a = c["test_grid"].get(default_variant(), c["test"]["adaptive"])
         mase = f"{s['mase']:.3f}" if s.get("mase") is not None else "–"
         lines.append(f"| {c['dataset']} | {c['pred_len']} | {c['baseline']} | {s['coverage_80']:.3f} / "
                      f"{a['coverage_80']:.3f} | {s['min_step_coverage']:.2f} / {a['min_step_coverage']:.2f} | "
@@ -218,7 +228,7 @@ def test_table(cells: list[dict]) -> list[str]:
 
 def tuning_table(cells: list[dict]) -> list[str]:
     """Per dataset (ETTh1, ILI; the panel is never tuned on), the validation protocol's mean |coverage - 0.8|,
-    mean coverage, width and CRPS relative to split conformal, for split and every gamma of the grid."""
+    mean coverage, width and CRPS relative to split conformal, for split and every variant."""
     lines = ["| data | method | mean coverage 80 % | mean abs(coverage - 0.80) | width / split | CRPS / split |",
              "|---|---|---|---|---|---|"]
     for name in ("ETTh1", "ILI"):

@@ -1,4 +1,4 @@
-"""Adaptive conformal intervals for test origins that arrive in order: ACI (Gibbs & Candès 2021) on the width.
+"""Adaptive conformal intervals for test origins that arrive in order: aggregated ACI on the width.
 
 Split conformal (llm4ts_scale/core/conformal.py) promises its coverage only when the test windows look like the
 validation windows. When the future is more volatile (ILI's test years hold bigger flu seasons than its
@@ -11,21 +11,26 @@ the window at origin t is
 so the table's per-step shape (and its scaling by the window's std) is kept and only the spread adapts. After
 each origin, every forecast of the stream whose step-h target is the value just observed (the window at origin
 t - h, for every h: feedback delayed by the horizon, nothing used before it is observed) reports whether its
-80 % interval missed, and
+80 % interval missed. One ACI run (Gibbs & Candes 2021, on log f) with step gamma moves
 
-    log f  +=  gamma * (miss rate of those forecasts - 0.2).
+    log f_gamma  +=  gamma * (miss rate of those forecasts - 0.2).
 
-The quantile formula above is written for a centre m_h; the centre moves too, by b * (r_0.9,h - r_0.1,h) / 2
-(b: a second state of the stream, in units of each step's half-width), b += gamma * (mean sign of the
-observed errors about their centres): a forecaster that turned biased gets its intervals moved instead of only
-widened. Validation preferred it off (SHIFT_GAMMA = 0: on ETTh1 the sign of correlated errors makes b wander,
-widening intervals by 10 % and CRPS by 12 %; on ILI it changed nothing), so by default only the width adapts.
+No single gamma suits every data set: a weekly series with 170 test origins needs a fast one, an hourly series
+with 2,800 origins and correlated errors drifts into huge widths with it. So several runs (GAMMAS, gamma 0 is
+split conformal) go side by side and the issued log f is their weighted mean; each run's weight is multiplied
+by exp(-ETA * its interval score on the forecasts just observed), the score in units of the table's own mean
+score on validation (the aggregated ACI of Zaffran et al. 2022, with exponential weights as in Gibbs & Candes
+2022). A single gamma (`gammas=(g,)`) is plain ACI.
+
+The formula above is written for a centre m_h; the centre can move too, by b * (r_0.9,h - r_0.1,h) / 2
+(b: a second state of the stream, in units of each step's half-width), b += shift_gamma * (mean sign of the
+observed errors about their centres). Validation preferred it off (SHIFT_GAMMA = 0: on ETTh1 the sign of
+correlated errors makes b wander, widening intervals by 10 % and CRPS by 12 %; on ILI it changed nothing).
 
 Every forecast of the latest observed value reports at once, so the feedback is current at every horizon (a
 one-step-ahead forecast alone would tell only about step 1). Under exchangeability the misses average 0.2 and
-f stays near 1; when errors grow, f grows until the 80 % intervals miss 20 % of the time again; the long-run
-miss rate of the issued intervals tends to 0.2 whatever the data (the ACI argument, on log f). gamma was
-chosen on validation (tools/bench_intervals.py --tune, README "Prediction intervals").
+f stays near 1; when errors grow, the runs' f grow until the 80 % intervals miss 20 % of the time again. ETA and
+the grid were chosen on validation (tools/bench_intervals.py, README "Prediction intervals").
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import torch
 
 from llm4ts_scale.core.conformal import INTERVAL_80
 
-ADAPTIVE_GAMMA = 0.01  # step of log f per origin, chosen on the validation splits of ETTh1 and ILI
+GAMMAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # the ACI runs aggregated (steps of log f per origin)
+ETA = 0.1  # weight learning rate per unit of interval score, chosen on the validation splits of ETTh1 and ILI
 SHIFT_GAMMA = 0.0  # step of the centre shift b per origin (half-widths): off, chosen on the same splits
 TARGET_MISS = 1.0 - (INTERVAL_80[1] - INTERVAL_80[0])  # 0.2: the 80 % interval should miss one point in five
 
@@ -74,13 +80,21 @@ class AdaptiveRun:
     keys: torch.Tensor
 
 
+def interval_score(dev: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The 80 % interval's score (width plus 10x every miss's distance: Gneiting & Raftery 2007), elementwise."""
+    penalty = 2.0 / TARGET_MISS
+    return (hi - lo) + penalty * ((lo - dev).clamp(min=0) + (dev - hi).clamp(min=0))
+
+
 def adaptive_run(residuals: torch.Tensor, series: torch.Tensor, origin: torch.Tensor, spread80: torch.Tensor, *,
-                 step: int = 1, gamma: float = ADAPTIVE_GAMMA, shift_gamma: float = SHIFT_GAMMA) -> AdaptiveRun:
-    """The sequential ACI run over one split.
+                 step: int = 1, gammas: tuple[float, ...] = GAMMAS, eta: float = ETA, score_unit: float = 1.0,
+                 shift_gamma: float = SHIFT_GAMMA) -> AdaptiveRun:
+    """The sequential aggregated-ACI run over one split.
 
     residuals [N, H]: (y - forecast) / window scale, the split-conformal table's units, minus the table's
     per-step median; series [N], origin [N]: each window's stream and first forecast row; spread80 [2, H]: the
-    table's 0.1 and 0.9 quantiles minus that median."""
+    table's 0.1 and 0.9 quantiles minus that median; score_unit: the table's mean interval score, what the
+    runs' scores are divided by before they weigh them."""
     n, horizon = residuals.shape
     stream, position, n_streams = stream_positions(series, origin, step)
     keys = torch.unique(series.long().cpu())
@@ -93,8 +107,11 @@ def adaptive_run(residuals: torch.Tensor, series: torch.Tensor, origin: torch.Te
     half = ((hi - lo) / 2).clamp(min=1e-12)  # the unit of the shift at each step
     steps = torch.arange(horizon)
     lag = torch.tensor([math.ceil((i + 1) / step) for i in range(horizon)])  # positions until step i is observed
-    log_f = torch.zeros(n_streams, dtype=torch.float64)
+    gamma = torch.tensor(gammas, dtype=torch.float64)
+    log_f = torch.zeros(n_streams, len(gammas), dtype=torch.float64)  # every run's state
+    weight = torch.full((n_streams, len(gammas)), 1.0 / len(gammas), dtype=torch.float64)
     b = torch.zeros(n_streams, dtype=torch.float64)
+    issued_runs = torch.ones(n_streams, length, len(gammas), dtype=torch.float64)
     issued_f = torch.ones(n_streams, length, dtype=torch.float64)
     issued_b = torch.zeros(n_streams, length, dtype=torch.float64)
     for k in range(1, length + int(lag.max()) if horizon else 0):
@@ -103,15 +120,21 @@ def adaptive_run(residuals: torch.Tensor, series: torch.Tensor, origin: torch.Te
         if bool(ok.any()):
             jj, ii = j[ok], steps[ok]
             seen = valid[:, jj]  # [S, n] the windows whose step-ii target is the latest observed row
-            count = seen.sum(dim=1)
-            dev = r[:, jj, ii] - issued_b[:, jj] * half[ii]  # from the centre each interval was issued with
-            f = issued_f[:, jj]
-            miss = ((dev < f * lo[ii]) | (dev > f * hi[ii])) & seen
-            above = torch.where(seen, torch.sign(dev), torch.zeros_like(dev))
-            some = count > 0
-            rate = miss.sum(dim=1) / count.clamp(min=1)
+            count = seen.sum(dim=1).clamp(min=1).unsqueeze(-1)
+            some = seen.any(dim=1).unsqueeze(-1)
+            dev = (r[:, jj, ii] - issued_b[:, jj] * half[ii]).unsqueeze(-1)  # from each interval's issued centre
+            f = issued_runs[:, jj]  # [S, n, runs]
+            low, high = f * lo[ii].view(1, -1, 1), f * hi[ii].view(1, -1, 1)
+            mask = seen.unsqueeze(-1)
+            rate = (((dev < low) | (dev > high)) & mask).sum(dim=1) / count
+            score = (interval_score(dev, low, high) * mask).sum(dim=1) / count / score_unit
             log_f += torch.where(some, gamma * (rate - TARGET_MISS), torch.zeros_like(rate))
-            b += shift_gamma * above.sum(dim=1) / count.clamp(min=1)
+            moved = weight * torch.exp(-eta * (score - score.min(dim=1, keepdim=True).values))
+            weight = torch.where(some, moved / moved.sum(dim=1, keepdim=True), weight)
+            above = torch.where(seen, torch.sign(dev.squeeze(-1)), torch.zeros_like(dev.squeeze(-1)))
+            b += shift_gamma * above.sum(dim=1) / count.squeeze(-1)
         if k < length:
-            issued_f[:, k], issued_b[:, k] = torch.exp(log_f), b
-    return AdaptiveRun(issued_f[stream, position], issued_b[stream, position], torch.exp(log_f), b.clone(), keys)
+            issued_runs[:, k] = torch.exp(log_f)
+            issued_f[:, k], issued_b[:, k] = torch.exp((weight * log_f).sum(dim=1)), b
+    end = torch.exp((weight * log_f).sum(dim=1))
+    return AdaptiveRun(issued_f[stream, position], issued_b[stream, position], end, b.clone(), keys)

@@ -42,8 +42,9 @@ def adaptive_state(rows: SplitRows, table: ConformalTable) -> AdaptiveRun | None
         return None
     centre = table.median
     spread = table.offsets(INTERVAL_80) - centre
+    unit = float(adaptive.interval_score(table.residuals - centre, spread[0], spread[1]).mean().clamp(min=1e-12))
     return adaptive_run(rows.residuals().cpu() - centre, rows.series, rows.origin, spread, step=rows.step,
-                        gamma=adaptive.ADAPTIVE_GAMMA, shift_gamma=adaptive.SHIFT_GAMMA)
+                        gammas=adaptive.GAMMAS, eta=adaptive.ETA, score_unit=unit, shift_gamma=adaptive.SHIFT_GAMMA)
 
 
 def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor) -> dict:
