@@ -126,6 +126,15 @@ def run_cell(setting: str, args, layers: int, workdir: Path) -> dict:
     return out
 
 
+def failure(result: dict) -> str:
+    """One phrase for a failed cell: a SIGKILL from the kernel is the out-of-memory killer on these machines."""
+    tail = result.get("log_tail") or []
+    if any("SIGKILL" in line or "exitcode  : -9" in line for line in tail):
+        return "a rank was killed (SIGKILL: out of memory)"
+    meaningful = [line.strip() for line in tail if line.strip().strip("=")]
+    return (meaningful[-1] if meaningful else result["failed"])[:120]
+
+
 def table(backbone: str) -> str:
     cells = [json.loads(p.read_text()) for p in RESULTS.glob(f"{backbone}-k*-*.json")]
     cells.sort(key=lambda c: (c["layers"], list(SETTINGS).index(c["setting"])))
@@ -138,7 +147,7 @@ def table(backbone: str) -> str:
         r, pred = cell["result"], predicted_rank_bytes(described(backbone, cell["layers"]), cell["setting"])
         if "failed" in r:
             lines.append(f"| {cell['layers']} | {cell['setting']} | {SETTINGS[cell['setting']][0]} | failed: "
-                         f"{(r['log_tail'] or [''])[-1][:120]} | | | | | | |")
+                         f"{failure(r)} | | | | | | |")
             continue
         in_training = max(r.get("rss_train_per_rank_mib") or [float("nan")])
         lines.append(f"| {cell['layers']} | {cell['setting']} | {r['processes']} | {in_training:.0f} | "
@@ -167,6 +176,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0: CPUs / processes); "
                         "default 1, as in tools/bench_train.py: a 2-thread process collapses when other work shares the cores")
+    parser.add_argument("--retry-failed", action="store_true", help="run again the cells that failed (e.g. killed "
+                        "for memory while other work shared the machine)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
@@ -181,7 +192,7 @@ def main() -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for k, setting in plan:
             path = RESULTS / f"{cell_name(args.backbone, k, setting)}.json"
-            if path.is_file():
+            if path.is_file() and not (args.retry_failed and "failed" in json.loads(path.read_text())["result"]):
                 continue
             result = run_cell(setting, args, k, workdir)
             atomic_write_json(path, {"backbone": args.backbone, "layers": k, "setting": setting, "result": result,

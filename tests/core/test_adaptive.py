@@ -12,7 +12,7 @@ import pytest
 import torch
 from launching import cli
 
-from llm4ts_scale.core.adaptive import ETA, GAMMAS, adaptive_run
+from llm4ts_scale.core.adaptive import ETA, FACTOR_BOUND, GAMMAS, adaptive_run
 from llm4ts_scale.core.config import load_config
 from llm4ts_scale.core.conformal import INTERVAL_80, ConformalTable
 from llm4ts_scale.core.errors import UserError
@@ -91,6 +91,17 @@ def test_aggregating_runs_recovers_faster_than_one_slow_run_and_one_run_is_plain
     miss = ((dev < f * spread[0, 0]) | (dev > f * spread[1, 0])).double()
     expected = torch.exp(torch.cat([torch.zeros(1), torch.cumsum(0.05 * (miss - 0.2), 0)[:-1]]).double())
     assert torch.allclose(f, expected, atol=1e-9)
+
+
+def test_no_run_drifts_past_the_factor_bound():
+    """A 20-sigma shift would drive the fastest runs' f without limit; each stays within [1/4, 4]."""
+    table, rows, _ = _panel(seed=7, shift=20.0)
+    centre = table.median
+    spread = table.offsets(INTERVAL_80) - centre
+    run = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread, gammas=(0.2,))
+    assert FACTOR_BOUND == 4.0 and float(run.factor.max()) == pytest.approx(4.0)
+    free = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread, gammas=(0.2,), bound=None)
+    assert float(free.factor.max()) > 4.0
 
 
 def test_a_target_is_used_only_once_it_is_observed():
