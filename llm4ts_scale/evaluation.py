@@ -145,7 +145,7 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
 def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int,
               method: str = "split") -> ConformalTable:
     """The conformal table of a forecaster: its residuals on `spec`'s (validation) windows, each divided
-    by its window's scale, gathered from every rank; `method` (config `calibration`): split | adaptive."""
+    by its window's scale, gathered from every rank; `method` (config `calibration`): split | adaptive | aggregated."""
     was_training = model.training
     model.eval()
     residuals = []
@@ -175,7 +175,7 @@ class Forecaster(torch.nn.Module):
 def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, batch_size: int = 4096,
                          method: str = "split") -> dict:
     """Test metrics of a single-process forecaster (batch -> [B, H]) with conformal intervals calibrated on
-    `val` (`method`: split | adaptive): the point metrics, then crps, wql, coverage_80, width_80, mase, ..."""
+    `val` (`method`: split | adaptive | aggregated): the point metrics, then crps, wql, coverage_80, width_80, mase, ..."""
     model, topology = Forecaster(forecast), Topology()
     table = calibrate(model, store, val, topology, batch_size=batch_size, method=method)
     return evaluate_split(model, store, test, topology, batch_size=batch_size, task="forecast", conformal=table)

@@ -10,13 +10,14 @@
   llm4ts-scale evaluate --data DATA --baseline rlinear --seq-len L --pred-len H [--few-shot-percent P]
                         [--split test] [--out metrics.json]
   llm4ts-scale evaluate RUN_DIR [--split test] [--out metrics.json]
-  (every form: [--calibration split|adaptive], how the test intervals use the validation residuals)
+  (every form: [--calibration split|adaptive|aggregated], how the test intervals use the validation residuals)
 
 Baselines go through the same windows and metric code as models: metrics are on the
 standardized scale, `samples` counts the (window, channel) pairs scored. Test scores carry conformal
 prediction intervals calibrated on validation (coverage, width, CRPS, MASE): --calibration adaptive (the
 default, the config's `calibration`) lets their spread follow the errors as test origins arrive
-(llm4ts_scale/core/adaptive.py), split keeps the split-conformal table; a RUN_DIR uses its own unless given.
+(llm4ts_scale/core/adaptive.py), aggregated does so with several step sizes at once, split keeps the
+split-conformal table; a RUN_DIR uses its own unless given.
 
 dlinear and patchtst are trained first (on train, few-shot honoured; the best-validation epoch is kept),
 then scored on --split (val or test); --out writes both {"val": ..., "test": ...}. patchtst is PatchTST
@@ -74,8 +75,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--freq", default=None, help="frequency alias for a CSV given as --data")
     p.add_argument("--fill", default="none", choices=choices(Fill), help="NaN handling for a CSV given as --data")
     p.add_argument("--calibration", default=None, choices=choices(Calibration),
-                   help="prediction intervals: adaptive (follow the errors as test origins arrive) or split "
-                        f"(split conformal); default {RunConfig.calibration} for baselines, the run's own for RUN_DIR")
+                   help="prediction intervals: adaptive (follow the errors as test origins arrive: one ACI run), "
+                        "aggregated (several ACI runs weighted by their scores) or split (split conformal); "
+                        f"default {RunConfig.calibration} for baselines, the run's own for RUN_DIR")
     p.add_argument("--original-scale", action="store_true", help="score in the data's units instead of standardized")
     add_data_arguments(p)
     p.add_argument("--out", default=None, help="also write {split: metrics} to this JSON file")

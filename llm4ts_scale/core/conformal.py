@@ -27,6 +27,7 @@ REVIN_EPS = 1e-5  # the window scale is sqrt(var + eps), as RevIN (llm4ts_scale/
 # The levels CRPS is averaged over (the weighted quantile loss of GIFT-Eval and Chronos), and the 80 % interval.
 CRPS_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 INTERVAL_80 = (0.1, 0.9)
+METHOD_CODES = ("split", "adaptive", "aggregated")  # how an export's conformal state names its method
 MAX_CALIBRATION_ROWS = 200_000  # more validation windows than this: an evenly spaced subset calibrates
 
 
@@ -50,7 +51,7 @@ def order_index(n: int, level: float) -> int:
 class ConformalTable:
     """Sorted normalized validation residuals [n, H] (each column sorted): every quantile of every step.
 
-    `method` is how test origins use it: "split" (the table as is) or "adaptive" (each stream's spread scaled by
+    `method` is how test origins use it: "split" (the table as is), "adaptive" or "aggregated" (each stream's spread scaled by
     a width factor and its centre shifted, both following the errors as origins arrive,
     llm4ts_scale/core/adaptive.py). `factors` and `shifts` [S] are that state for the streams `factor_keys` [S]
     (series ids) once the last split scored with the table was observed to its end: where a new forecast after
@@ -107,7 +108,7 @@ class ConformalTable:
     def stream_state(self, series) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(width factor [B], centre shift [B]) a forecast after the known data starts from, for series ids [B]: the
         stream's own where the table has it, the median over streams for a series it never saw; None for split."""
-        if self.method != "adaptive" or self.factors is None or len(self.factors) == 0:
+        if self.method == "split" or self.factors is None or len(self.factors) == 0:
             return None
         series = torch.as_tensor(series, dtype=torch.long).reshape(-1)
         keys = self.factor_keys.long()
@@ -117,7 +118,7 @@ class ConformalTable:
 
     def state(self) -> dict[str, torch.Tensor]:
         out = {"residuals": self.residuals.float().contiguous(),
-               "adaptive": torch.tensor([int(self.method == "adaptive")], dtype=torch.int64)}
+               "adaptive": torch.tensor([METHOD_CODES.index(self.method)], dtype=torch.int64)}
         if self.factors is not None:
             out.update(factors=self.factors.double().contiguous(), shifts=self.shifts.double().contiguous(),
                        factor_keys=self.factor_keys.long().contiguous())
@@ -125,6 +126,6 @@ class ConformalTable:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> ConformalTable:
-        adaptive = "adaptive" in state and bool(state["adaptive"].item())  # exports before adaptive: split
-        return cls(state["residuals"].double(), "adaptive" if adaptive else "split", state.get("factors"),
-                   state.get("shifts"), state.get("factor_keys"))
+        code = int(state["adaptive"].item()) if "adaptive" in state else 0  # exports before adaptive: split
+        return cls(state["residuals"].double(), METHOD_CODES[code], state.get("factors"), state.get("shifts"),
+                   state.get("factor_keys"))

@@ -38,14 +38,13 @@ class SplitRows:
 
 def adaptive_state(rows: SplitRows, table: ConformalTable) -> AdaptiveRun | None:
     """The sequential run of an adaptive table over the split (None for split conformal)."""
-    if table.method != "adaptive":
+    if table.method not in adaptive.SEQUENTIAL:
         return None
     centre = table.median
     spread = table.offsets(INTERVAL_80) - centre
     unit = float(adaptive.interval_score(table.residuals - centre, spread[0], spread[1]).mean().clamp(min=1e-12))
     return adaptive_run(rows.residuals().cpu() - centre, rows.series, rows.origin, spread, step=rows.step,
-                        gammas=adaptive.GAMMAS, eta=adaptive.ETA, score_unit=unit, shift_gamma=adaptive.SHIFT_GAMMA,
-                        bound=adaptive.FACTOR_BOUND)
+                        score_unit=unit, **adaptive.run_settings(table.method))
 
 
 def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor) -> dict:
