@@ -48,7 +48,7 @@ from llm4ts_scale.core.conformal import INTERVAL_80
 
 ADAPTIVE_GAMMA = 0.01  # `calibration: adaptive`: one ACI run, its step chosen on the validation splits of ETTh1 and ILI
 GAMMAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # `calibration: aggregated`: the ACI runs (steps of log f per origin)
-ETA = 0.1  # aggregated: weight learning rate per unit of interval score
+ETA = 0.3  # aggregated: weight learning rate per unit of interval score
 FACTOR_BOUND = 4.0  # aggregated: each run's f stays within [1 / bound, bound], so a fast run cannot drift to absurd widths
 SEQUENTIAL = ("adaptive", "aggregated")  # the calibrations that replay a split in origin order
 SHIFT_GAMMA = 0.0  # step of the centre shift b per origin (half-widths): off, chosen on the same splits
