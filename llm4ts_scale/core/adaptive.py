@@ -87,11 +87,22 @@ class AdaptiveRun:
     keys: torch.Tensor
 
 
-def run_settings(method: str) -> dict:
-    """adaptive_run's keywords for a calibration method, read from the module constants at call time."""
+@dataclass(frozen=True)
+class AciSettings:
+    """The ACI runs (their steps), the weights' learning rate, the bound on each run's f (None: unbounded) and
+    the centre shift's step."""
+
+    gammas: tuple[float, ...] = GAMMAS
+    eta: float = ETA
+    bound: float | None = FACTOR_BOUND
+    shift_gamma: float = SHIFT_GAMMA
+
+
+def run_settings(method: str) -> AciSettings:
+    """What a calibration method runs with, read from the module constants at call time."""
     if method == "adaptive":
-        return {"gammas": (ADAPTIVE_GAMMA,), "bound": None, "shift_gamma": SHIFT_GAMMA}
-    return {"gammas": GAMMAS, "eta": ETA, "bound": FACTOR_BOUND, "shift_gamma": SHIFT_GAMMA}
+        return AciSettings((ADAPTIVE_GAMMA,), ETA, None, SHIFT_GAMMA)
+    return AciSettings(GAMMAS, ETA, FACTOR_BOUND, SHIFT_GAMMA)
 
 
 def interval_score(dev: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -101,8 +112,7 @@ def interval_score(dev: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tor
 
 
 def adaptive_run(residuals: torch.Tensor, series: torch.Tensor, origin: torch.Tensor, spread80: torch.Tensor, *,
-                 step: int = 1, gammas: tuple[float, ...] = GAMMAS, eta: float = ETA, score_unit: float = 1.0,
-                 shift_gamma: float = SHIFT_GAMMA, bound: float | None = FACTOR_BOUND) -> AdaptiveRun:
+                 step: int = 1, settings: AciSettings = AciSettings(), score_unit: float = 1.0) -> AdaptiveRun:
     """The sequential aggregated-ACI run over one split.
 
     residuals [N, H]: (y - forecast) / window scale, the split-conformal table's units, minus the table's
@@ -121,6 +131,7 @@ def adaptive_run(residuals: torch.Tensor, series: torch.Tensor, origin: torch.Te
     half = ((hi - lo) / 2).clamp(min=1e-12)  # the unit of the shift at each step
     steps = torch.arange(horizon)
     lag = torch.tensor([math.ceil((i + 1) / step) for i in range(horizon)])  # positions until step i is observed
+    gammas, eta, bound, shift_gamma = settings.gammas, settings.eta, settings.bound, settings.shift_gamma
     gamma = torch.tensor(gammas, dtype=torch.float64)
     log_f = torch.zeros(n_streams, len(gammas), dtype=torch.float64)  # every run's state
     weight = torch.full((n_streams, len(gammas)), 1.0 / len(gammas), dtype=torch.float64)

@@ -44,7 +44,7 @@ def adaptive_state(rows: SplitRows, table: ConformalTable) -> AdaptiveRun | None
     spread = table.offsets(INTERVAL_80) - centre
     unit = float(adaptive.interval_score(table.residuals - centre, spread[0], spread[1]).mean().clamp(min=1e-12))
     return adaptive_run(rows.residuals().cpu() - centre, rows.series, rows.origin, spread, step=rows.step,
-                        score_unit=unit, **adaptive.run_settings(table.method))
+                        settings=adaptive.run_settings(table.method), score_unit=unit)
 
 
 def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor) -> dict:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from launching import cli
 
-from llm4ts_scale.core.adaptive import ADAPTIVE_GAMMA, ETA, FACTOR_BOUND, GAMMAS, adaptive_run
+from llm4ts_scale.core.adaptive import ADAPTIVE_GAMMA, ETA, FACTOR_BOUND, GAMMAS, AciSettings, adaptive_run
 from llm4ts_scale.core.config import load_config
 from llm4ts_scale.core.conformal import INTERVAL_80, ConformalTable
 from llm4ts_scale.core.errors import UserError
@@ -85,7 +85,7 @@ def test_aggregating_runs_recovers_faster_than_one_slow_run_and_one_run_is_plain
     spread = table.offsets(INTERVAL_80) - centre
     # one run, first stream, H=1 view: log f at position k = 0.05 * sum over k' < k of (miss_k' - 0.2)
     one = SplitRows(rows.pred[:T, :1], rows.target[:T, :1], rows.scale[:T], rows.series[:T], rows.origin[:T])
-    run = adaptive_run(one.residuals() - centre[:1], one.series, one.origin, spread[:, :1], gammas=(0.05,))
+    run = adaptive_run(one.residuals() - centre[:1], one.series, one.origin, spread[:, :1], settings=AciSettings(gammas=(0.05,)))
     dev = (one.residuals() - centre[:1])[:, 0]
     f = run.factor
     miss = ((dev < f * spread[0, 0]) | (dev > f * spread[1, 0])).double()
@@ -98,9 +98,10 @@ def test_no_run_drifts_past_the_factor_bound():
     table, rows, _ = _panel(seed=7, shift=20.0)
     centre = table.median
     spread = table.offsets(INTERVAL_80) - centre
-    run = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread, gammas=(0.2,))
+    run = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread, settings=AciSettings(gammas=(0.2,)))
     assert FACTOR_BOUND == 4.0 and float(run.factor.max()) == pytest.approx(4.0)
-    free = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread, gammas=(0.2,), bound=None)
+    free = adaptive_run(rows.residuals() - centre, rows.series, rows.origin, spread,
+                        settings=AciSettings(gammas=(0.2,), bound=None))
     assert float(free.factor.max()) > 4.0
 
 
