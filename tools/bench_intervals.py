@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from llm4ts_scale.core import adaptive
-from llm4ts_scale.core.adaptive import GAMMAS
+from llm4ts_scale.core.adaptive import AciSettings
 from llm4ts_scale.core.conformal import ConformalTable
 from llm4ts_scale.core.intervals import SplitRows, interval_metrics
 from llm4ts_scale.data.frame import Schema
@@ -48,14 +48,15 @@ DATASETS = {  # name: (data, split rule, look-back, few-shot %, horizons)
 }
 BASELINES = ("naive", "rlinear", "dlinear")
 METHODS = ("split", "adaptive", "aggregated")  # the config's calibration values
-VARIANTS = {  # name: (ACI runs, ETA, factor bound, shift gamma), every one scored on validation (and on test, never
-    # to choose); the default is the one closest to 0.80 on validation of both data sets that widens ETTh1 <= 10 %.
-    # Each is scored as `aggregated` with these constants; with one run (and no bound) that is `adaptive`'s ACI.
-    "aci g=0.01": ((0.01,), 0.1, None, 0.0), "aci g=0.05": ((0.05,), 0.1, None, 0.0),
-    "aci g=0.01 shift 0.005": ((0.01,), 0.1, None, 0.005),
-    "aggregated eta=0.1": (GAMMAS, 0.1, None, 0.0), "aggregated eta=0.3": (GAMMAS, 0.3, None, 0.0),
-    "aggregated eta=0.1 bound 2": (GAMMAS, 0.1, 2.0, 0.0), "aggregated eta=0.1 bound 4": (GAMMAS, 0.1, 4.0, 0.0),
-    "aggregated eta=0.3 bound 4": (GAMMAS, 0.3, 4.0, 0.0),
+VARIANTS = {  # name: the ACI settings, every one scored on validation (and on test, never to choose); the default
+    # is the one closest to 0.80 on validation of both data sets that widens ETTh1 <= 10 %. Each is scored as
+    # `aggregated` with these settings; with one run (and no bound) that is `adaptive`'s ACI.
+    "aci g=0.01": AciSettings((0.01,), bound=None), "aci g=0.05": AciSettings((0.05,), bound=None),
+    "aci g=0.01 shift 0.005": AciSettings((0.01,), bound=None, shift_gamma=0.005),
+    "aggregated eta=0.1": AciSettings(eta=0.1, bound=None), "aggregated eta=0.3": AciSettings(eta=0.3, bound=None),
+    "aggregated eta=0.1 bound 2": AciSettings(eta=0.1, bound=2.0),
+    "aggregated eta=0.1 bound 4": AciSettings(eta=0.1, bound=4.0),
+    "aggregated eta=0.3 bound 4": AciSettings(eta=0.3, bound=4.0),
 }
 SHIFT_SIZE = 3.0  # the planted level shift, in standard deviations of each series' training part
 
@@ -127,24 +128,14 @@ def first_half(rows: SplitRows) -> torch.Tensor:
 
 
 def default_variant(method: str = "adaptive") -> str:
-    """The name in VARIANTS of what `calibration: <method>` runs with the constants of llm4ts_scale/core/adaptive.py."""
-    if method == "adaptive":
-        return next(name for name, (gammas, _, bound, shift) in VARIANTS.items()
-                    if (gammas, bound, shift) == ((adaptive.ADAPTIVE_GAMMA,), None, adaptive.SHIFT_GAMMA))
-    now = (adaptive.GAMMAS, adaptive.ETA, adaptive.FACTOR_BOUND, adaptive.SHIFT_GAMMA)
-    return next(name for name, v in VARIANTS.items() if v == now)
+    """The name in VARIANTS of what `calibration: <method>` runs (llm4ts_scale/core/adaptive.py:run_settings)."""
+    return next(name for name, v in VARIANTS.items() if v == adaptive.run_settings(method))
 
 
 def scored(calibration: SplitRows, evaluated: SplitRows, method: str, mase_scale: torch.Tensor,
            variant: str | None = None) -> dict:
     table = ConformalTable.from_residuals(calibration.residuals(), "aggregated" if variant else method)
-    saved = adaptive.GAMMAS, adaptive.ETA, adaptive.FACTOR_BOUND, adaptive.SHIFT_GAMMA
-    if variant is not None:
-        adaptive.GAMMAS, adaptive.ETA, adaptive.FACTOR_BOUND, adaptive.SHIFT_GAMMA = VARIANTS[variant]
-    try:
-        m = interval_metrics(evaluated, table, mase_scale)
-    finally:
-        adaptive.GAMMAS, adaptive.ETA, adaptive.FACTOR_BOUND, adaptive.SHIFT_GAMMA = saved
+    m = interval_metrics(evaluated, table, mase_scale, VARIANTS[variant] if variant else None)
     return {"coverage_80": m["coverage_80"], "width_80": m["width_80"], "crps": m["crps"], "mase": m.get("mase"),
             "min_step_coverage": min(m["coverage_80_by_step"]), "max_step_coverage": max(m["coverage_80_by_step"])}
 

@@ -99,10 +99,9 @@ class AciSettings:
 
 
 def run_settings(method: str) -> AciSettings:
-    """What a calibration method runs with, read from the module constants at call time."""
-    if method == "adaptive":
-        return AciSettings((ADAPTIVE_GAMMA,), ETA, None, SHIFT_GAMMA)
-    return AciSettings(GAMMAS, ETA, FACTOR_BOUND, SHIFT_GAMMA)
+    """What a calibration method runs with: `adaptive` one unbounded run at ADAPTIVE_GAMMA, `aggregated` the
+    defaults."""
+    return AciSettings((ADAPTIVE_GAMMA,), bound=None) if method == "adaptive" else AciSettings()
 
 
 def interval_score(dev: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from llm4ts_scale.core import adaptive
-from llm4ts_scale.core.adaptive import AdaptiveRun, adaptive_run
+from llm4ts_scale.core.adaptive import AciSettings, AdaptiveRun, adaptive_run
 from llm4ts_scale.core.conformal import CRPS_LEVELS, INTERVAL_80, ConformalTable
 from llm4ts_scale.core.metrics import ProbabilisticAccumulator
 
@@ -36,21 +36,23 @@ class SplitRows:
         return (self.target.double() - self.pred.double()) / self.scale.double()
 
 
-def adaptive_state(rows: SplitRows, table: ConformalTable) -> AdaptiveRun | None:
-    """The sequential run of an adaptive table over the split (None for split conformal)."""
+def adaptive_state(rows: SplitRows, table: ConformalTable, settings: AciSettings | None = None) -> AdaptiveRun | None:
+    """The sequential run of an adaptive table over the split (None for split conformal); `settings`: the ACI
+    runs to use instead of the table method's own (studies of other constants, tools/bench_intervals.py)."""
     if table.method not in adaptive.SEQUENTIAL:
         return None
     centre = table.median
     spread = table.offsets(INTERVAL_80) - centre
     unit = float(adaptive.interval_score(table.residuals - centre, spread[0], spread[1]).mean().clamp(min=1e-12))
     return adaptive_run(rows.residuals().cpu() - centre, rows.series, rows.origin, spread, step=rows.step,
-                        settings=adaptive.run_settings(table.method), score_unit=unit)
+                        settings=settings or adaptive.run_settings(table.method), score_unit=unit)
 
 
-def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor) -> dict:
+def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor,
+                     settings: AciSettings | None = None) -> dict:
     """crps, wql, coverage_80, width_80, mase, the calibration figures (llm4ts_scale/core/metrics.py), and which
     calibration made them. An adaptive table is left holding the streams' state at the end of the split."""
-    run = adaptive_state(rows, table)
+    run = adaptive_state(rows, table, settings)
     if run is not None:
         table.factors, table.shifts, table.factor_keys = run.end_factor, run.end_shift, run.keys
     prob = ProbabilisticAccumulator(CRPS_LEVELS, horizon=rows.pred.shape[1])
