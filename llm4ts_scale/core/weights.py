@@ -24,35 +24,71 @@ def tunable_parameters(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for group, params in model.param_groups().items() if group != FROZEN_GROUP for name, p in params}
 
 
-def _gathered(params: list[torch.nn.Parameter], modifier_rank=None):
-    if any(hasattr(p, "ds_id") for p in params):
+def is_partitioned(p: torch.Tensor) -> bool:
+    """A ZeRO-3 parameter (deepspeed.zero.Init gave it an id; its data is this rank's shard until gathered)."""
+    return hasattr(p, "ds_id")
+
+
+def full_shape(p: torch.Tensor) -> torch.Size:
+    """The parameter's shape as the model declares it, gathered or not."""
+    return getattr(p, "ds_shape", p.shape)
+
+
+def gathered(params: list[torch.nn.Parameter], modifier_rank=None):
+    """Full tensors inside the block on every rank (ZeRO-3; a no-op otherwise). With `modifier_rank`, that rank's
+    values are what every rank keeps afterwards. Every rank of the group must enter it."""
+    if any(is_partitioned(p) for p in params):
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
     return contextlib.nullcontext()
 
 
-def collect_tunable_state(model) -> dict[str, torch.Tensor]:
-    """Full CPU copies of the tunable parameters, gathered across ranks under ZeRO-3 (call on every rank)."""
-    params = tunable_parameters(model)
-    with _gathered(list(params.values())):
-        return {name: p.detach().to("cpu", torch.float32).clone() for name, p in params.items()}
+# Parameters are gathered at most this many elements at a time, so that collecting or loading the tunable state
+# never gathers a whole backbone on every rank (the scratch ablation trains every backbone weight).
+GATHER_CHUNK_ELEMENTS = 50_000_000
+
+
+def chunks(params: list, max_elements: int = GATHER_CHUNK_ELEMENTS):
+    """Consecutive runs of `params` of at most `max_elements` elements each (a larger parameter alone)."""
+    run, size = [], 0
+    for p in params:
+        n = full_shape(p[1] if isinstance(p, tuple) else p).numel()
+        if run and size + n > max_elements:
+            yield run
+            run, size = [], 0
+        run.append(p)
+        size += n
+    if run:
+        yield run
+
+
+def collect_tunable_state(model, keep: bool = True) -> dict[str, torch.Tensor]:
+    """Full CPU fp32 copies of the tunable parameters; under ZeRO-3 they are gathered a chunk at a time (every rank
+    must call) and only ranks with `keep` hold the copies (the others get {})."""
+    state = {}
+    for run in chunks(list(tunable_parameters(model).items())):
+        with gathered([p for _, p in run]):
+            if keep:
+                state.update({name: p.detach().to("cpu", torch.float32).clone() for name, p in run})
+    return state
 
 
 def load_tunable_state(model, state: dict[str, torch.Tensor], *, source: str = "weights") -> None:
-    """Copy `state` into the model's tunable parameters (works on partitioned ZeRO-3 parameters too)."""
+    """Copy `state` into the model's tunable parameters (partitioned ZeRO-3 parameters too: rank 0's values win)."""
     params = tunable_parameters(model)
     unknown = sorted(set(state) - set(params))
     if unknown:
         raise UserError(f"{source} holds parameter {unknown[0]} that this model does not have; "
                         "it was written with another model config: pass --restart or the matching config")
-    targets = [params[name] for name in state]
-    with _gathered(targets, modifier_rank=0), torch.no_grad():
-        for name, tensor in state.items():
-            if params[name].shape != tensor.shape:
-                raise UserError(f"{source}: parameter {name} has shape {tuple(tensor.shape)}, the model expects "
-                                f"{tuple(params[name].shape)}; it was written with another config")
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    for name, tensor in state.items():
+        if tuple(full_shape(params[name])) != tuple(tensor.shape):
+            raise UserError(f"{source}: parameter {name} has shape {tuple(tensor.shape)}, the model expects "
+                            f"{tuple(full_shape(params[name]))}; it was written with another config")
+    for run in chunks([(name, params[name]) for name in state]):
+        with gathered([p for _, p in run], modifier_rank=0), torch.no_grad():
+            for name, p in run:
+                p.copy_(state[name].to(p.device, p.dtype))
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -30,6 +30,7 @@ WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "weights.safetensors"
 CONFORMAL_FILE = "conformal.safetensors"
 SERIES_FILE = "series.arrow"
+BACKBONE_PREFIX = "backbone."  # the PEFT model's parameter names inside the forecaster's
 
 
 def _peft_modules(model: torch.nn.Module):
@@ -59,7 +60,9 @@ def write_pretrained(export_dir: Path, config: RunConfig, data: dict, model: tor
     if extras.get(SERIES_FILE) is not None and Path(extras[SERIES_FILE]) != export_dir / SERIES_FILE:
         shutil.copyfile(extras[SERIES_FILE], export_dir / SERIES_FILE)
     for peft_model in _peft_modules(model)[:1]:
-        peft_model.save_pretrained(str(export_dir / "adapter"))
+        # the values come from `weights`, never from the module: under ZeRO-3 it holds this rank's shards only
+        adapter = {k.removeprefix(BACKBONE_PREFIX): v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
+        peft_model.save_pretrained(str(export_dir / "adapter"), state_dict=adapter)
     atomic_write_json(export_dir / "config.json", {
         "config": config.to_dict(),
         "data": data,

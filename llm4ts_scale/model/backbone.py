@@ -15,7 +15,10 @@ import torch
 from torch import nn
 
 from llm4ts_scale.core.errors import UserError
+from llm4ts_scale.core.weights import full_shape, gathered
 from llm4ts_scale.model import packaged
+from llm4ts_scale.model.partitioned import (dequantized_linear, embedding_std, load_partitioned, seeded_init,
+                                            zero3_enabled)
 from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
 from llm4ts_scale.model.smollm2 import ensure_cached as smollm2_cached
 
@@ -147,32 +150,35 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
 
     The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
     bf16 run does not cast them on every call; the small trainable ones (norms, position tables)
-    stay fp32. `init="random"` builds the same architecture with fresh weights from a fixed seed
+    stay fp32, except under ZeRO-3, where the backbone is built partitioned (partitioned.py) in one dtype. `init="random"` builds the same architecture with fresh weights from a fixed seed
     (reproducible in every stage and in a fresh process, since frozen weights are never saved);
     `init="scratch"` starts from the same weights, held in fp32 because they train (autocast still
     computes in bf16 where the run does). `dequantize`: hold the 4-bit weights dequantized (see
     `dequantize_frozen`).
     """
-    from transformers import AutoModel
-
     source, config, total = backbone_config(name, layers)
-    if init == "scratch":
+    partitioned = zero3_enabled()
+    if init == "scratch" and not partitioned:  # (under ZeRO-3, DeepSpeed's fp32 master copy is what trains)
         compute_dtype = torch.float32
-    kwargs = {"config": config, "dtype": compute_dtype, "attn_implementation": attention}
-    if quantize != "none":
-        kwargs["quantization_config"] = bnb_config(quantize, double_quant, compute_dtype)
     try:
-        with quiet_transformers(), _random_weights(source, config, init) as weights_dir:
-            model = AutoModel.from_pretrained(weights_dir, **kwargs)
+        with quiet_transformers():
+            if partitioned:  # ZeRO-3: no rank holds the whole backbone, from the first byte (partitioned.py)
+                model = load_partitioned(source, config, dtype=compute_dtype, attention=attention, init=init,
+                                         quantize=quantize, double_quant=double_quant, dequantize=dequantize)
+            else:
+                model = _load_whole(source, config, quantize, double_quant, compute_dtype, attention, init)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
 
-    embed_std = float(model.get_input_embeddings().weight.detach().float().std())
+    embeddings = model.get_input_embeddings().weight
+    with gathered([embeddings]):
+        embed_std = embedding_std(embeddings.detach())
     model.set_input_embeddings(TokenEmbeddingsDropped())
-    _upcast_small_weights(model)
+    if not partitioned:  # under ZeRO-3 every parameter keeps the one dtype DeepSpeed's optimizer needs
+        _upcast_small_weights(model)
+        if dequantize:
+            dequantize_frozen(model, compute_dtype)
     _keep_4bit_layout(model)
-    if dequantize:
-        dequantize_frozen(model, compute_dtype)
     model.config.use_cache = False
     info = BackboneInfo(
         name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
@@ -181,6 +187,18 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
         attention=attention, embed_std=embed_std, init=init,
     )
     return model, info
+
+
+def _load_whole(source: str, config, quantize: str, double_quant: bool, dtype: torch.dtype, attention: str,
+                init: str) -> nn.Module:
+    """Every process builds the whole backbone (no ZeRO-3): from_pretrained, 4-bit through BitsAndBytesConfig."""
+    from transformers import AutoModel
+
+    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attention}
+    if quantize != "none":
+        kwargs["quantization_config"] = bnb_config(quantize, double_quant, dtype)
+    with _random_weights(source, config, init) as weights_dir:
+        return AutoModel.from_pretrained(weights_dir, **kwargs)
 
 
 # Backbones whose dequantized weights stay under this are held dequantized on CPUs (model.dequantize_frozen=auto).
@@ -205,31 +223,17 @@ def dequantize_frozen(model: nn.Module, dtype: torch.dtype) -> None:
     dequantization runs once instead of on every call, and the memory is that of `dtype`.
     """
     import bitsandbytes as bnb
-    import bitsandbytes.functional as bnbF
 
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if not isinstance(child, bnb.nn.Linear4bit):
-                continue
-            weight = bnbF.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
-            # skip_init: no random initialization, so building the model draws the same RNG either way
-            plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
-                                             bias=child.bias is not None, dtype=dtype, device=weight.device)
-            with torch.no_grad():
-                plain.weight.copy_(weight.reshape(child.out_features, child.in_features))
-                if child.bias is not None:
-                    plain.bias.copy_(child.bias.float())
-            plain.requires_grad_(False)
-            setattr(parent, child_name, plain)
-
-
-RANDOM_INIT_SEED = 0
+            if isinstance(child, bnb.nn.Linear4bit):
+                setattr(parent, child_name, dequantized_linear(child, dtype))
 
 
 @contextlib.contextmanager
 def _random_weights(source: str, config, init: str):
     """Yield the directory to load weights from: the source itself, or (init="random" or "scratch") a temporary
-    checkpoint of a freshly initialized model, so that 4-bit loading works the same way."""
+    checkpoint of the architecture with `seeded_init`'s weights, so that 4-bit loading works the same way."""
     if init == "pretrained":
         yield source
         return
@@ -237,9 +241,11 @@ def _random_weights(source: str, config, init: str):
 
     from transformers import AutoModel
 
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="llm4ts-random-") as tmp:
-        torch.manual_seed(RANDOM_INIT_SEED)
-        AutoModel.from_config(config, dtype=torch.float32).save_pretrained(tmp)
+    with tempfile.TemporaryDirectory(prefix="llm4ts-random-") as tmp:
+        model = AutoModel.from_config(config, dtype=torch.float32)
+        seeded_init(model, config)
+        model.save_pretrained(tmp)
+        del model
         yield tmp
 
 
@@ -283,7 +289,7 @@ def logical_numel(p: torch.Tensor) -> int:
     """Parameter count as in the unquantized model (a Params4bit packs two values per byte)."""
     if is_quantized(p) and getattr(p, "quant_state", None) is not None:
         return int(torch.Size(p.quant_state.shape).numel())
-    return p.numel()
+    return full_shape(p).numel()
 
 
 def memory_bytes(module: nn.Module, skip=lambda name: False) -> int:
@@ -292,7 +298,7 @@ def memory_bytes(module: nn.Module, skip=lambda name: False) -> int:
     for name, p in module.named_parameters():
         if skip(name):
             continue
-        total += p.numel() * p.element_size()
+        total += full_shape(p).numel() * p.element_size()
         state = getattr(p, "quant_state", None) if is_quantized(p) else None
         if state is not None:
             total += sum(t.numel() * t.element_size() for t in _state_tensors(state))

@@ -26,6 +26,7 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
 
     from llm4ts_scale.model.adapters import add_lora
     from llm4ts_scale.model.backbone import attention_implementation, backbone_config, load_backbone, should_dequantize
+    from llm4ts_scale.model.partitioned import match_dtype, zero3_enabled
 
     m, d = run_config.model, run_config.data
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,4 +41,7 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
     calendar = CalendarSpec(tuple(calendar_attrs), None if use is None else tuple(use), m.temporal_pooling,
                             zero_init=m.calendar_init == "zero")
     covariates = (len(d.covariates.known), len(d.covariates.past))
-    return LLM4TS(backbone, info, Patching(d.seq_len, d.patch_len, d.stride), d.pred_len, calendar, m, covariates)
+    model = LLM4TS(backbone, info, Patching(d.seq_len, d.patch_len, d.stride), d.pred_len, calendar, m, covariates)
+    if zero3_enabled():  # the backbone came partitioned: the rest takes its dtype, as DeepSpeed would give it
+        match_dtype(model, info.compute_dtype)
+    return model

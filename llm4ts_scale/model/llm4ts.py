@@ -189,7 +189,7 @@ class LLM4TS(nn.Module):
                 p.requires_grad_(group in groups and not is_quantized(p) and p.is_floating_point())
 
     def trainable_count(self, groups: set[str]) -> int:
-        return sum(p.numel() for g in groups for _, p in self.param_groups()[g] if not is_quantized(p))
+        return sum(logical_numel(p) for g in groups for _, p in self.param_groups()[g] if not is_quantized(p))
 
     def summary(self, stage_groups: dict[str, set[str]] | None = None) -> dict:
         """What a user checks before renting GPUs (the `describe` command prints it)."""

@@ -31,6 +31,7 @@ from llm4ts_scale.evaluation import calibrate, eval_batch_size, evaluate_split, 
 from llm4ts_scale.inference.export import write_export
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
+from llm4ts_scale.model.partitioned import zero3_enabled
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
@@ -156,8 +157,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         stage_dir = run_dir / stage
         if state.stage(stage)["status"] == "done":
             init_state = _verified_weights(stage_dir / "weights.safetensors", state.stage(stage).get("weights_sha256"))
-            if stage == "align" and main:
-                _ensure_artifact(run_dir, config, store, state, init_state)
+            if stage == "align":
+                _ensure_artifact(accelerator, config, store, state, init_state, precision)
             if stage == stop_after:
                 break
             continue
@@ -176,8 +177,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
             state.save()
         accelerator.wait_for_everyone()
         init_state = load_weights(stage_dir / "weights.safetensors")
-        if stage == "align" and main:
-            _ensure_artifact(run_dir, config, store, state, init_state)
+        if stage == "align":
+            _ensure_artifact(accelerator, config, store, state, init_state, precision)
         if stage == stop_after:
             break
     if stop_after is not None:
@@ -193,22 +194,36 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     return metrics
 
 
-def _ensure_artifact(run_dir: Path, config: RunConfig, store, state: RunState, weights: dict) -> None:
-    """The finished alignment stage as an aligned-backbone artifact (llm4ts_scale/train/aligned.py), once."""
-    if (artifact_dir(run_dir) / "config.json").is_file():
+def _ensure_artifact(accelerator, config: RunConfig, store, state: RunState, weights: dict, precision: str) -> None:
+    """The finished alignment stage as an aligned-backbone artifact (llm4ts_scale/train/aligned.py), once. Every rank
+    calls it: under ZeRO-3 building the model is a collective."""
+    run_dir = Path(config.run_dir)
+    if _broadcast(accelerator, (artifact_dir(run_dir) / "config.json").is_file()):
         return
-    model = load_trained_model(config, store.calendar_attrs, weights, "cpu")
-    path = write_artifact(run_dir, config, store, model, weights, state.stage("align").get("corpus"))
-    log.info(f"aligned backbone written to {path} (start other runs from it with model.aligned_from={run_dir})")
+    model = load_trained_model(config, store.calendar_attrs, weights, accelerator.device, precision)
+    if accelerator.is_main_process:
+        path = write_artifact(run_dir, config, store, model, weights, state.stage("align").get("corpus"))
+        log.info(f"aligned backbone written to {path} (start other runs from it with model.aligned_from={run_dir})")
+    accelerator.wait_for_everyone()
 
 
 # ---------------------------------------------------------------- after the last stage
 
 
 def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict, device, precision: str = "no"):
+    """The trained forecaster in eval mode. Under ZeRO-3 (every rank must call) it comes back partitioned: score it
+    through `serving_engine`."""
     model = build_model(config, calendar_attrs, precision, device_type=torch.device(device).type)
     load_tunable_state(model, state, source="trained weights")  # lp/ft weights: no alignment head
-    return model.to(device).eval()
+    if not zero3_enabled():
+        model = model.to(device)
+    return model.eval()
+
+
+def serving_engine(accelerator, model):
+    """What scores `model` on every rank: the module itself, or under ZeRO-3 a DeepSpeed engine without optimizer
+    (it gathers each module's weights for its forward and releases them after)."""
+    return accelerator.prepare(model) if zero3_enabled() else model
 
 
 def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunState, weights: dict, precision: str) -> dict:
@@ -219,12 +234,13 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
     d = config.data
     device = accelerator.device
     model = load_trained_model(config, store.calendar_attrs, weights, device, precision)
+    scorer = serving_engine(accelerator, model)
     topology = Topology.of(accelerator, precision, d.num_workers)
     batch = eval_batch_size(d.eval_batch_size, d.batch_size, device.type)
-    table = calibrate(model, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), topology,
+    table = calibrate(scorer, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), topology,
                       batch_size=batch, method=config.calibration)
     if config.train.test:  # validation was scored every epoch; run.json holds each stage's best
-        results = {"test": evaluate_split(model, store, WindowSpec("test", d.seq_len, d.pred_len), topology,
+        results = {"test": evaluate_split(scorer, store, WindowSpec("test", d.seq_len, d.pred_len), topology,
                                           task="forecast", batch_size=batch, conformal=table)}
     else:  # the last stage's best validation (run.json is current on the main process only)
         results = {"val": run_state.stage(config.active_stages()[-1])["val"]} if accelerator.is_main_process else {}

@@ -29,7 +29,7 @@ from llm4ts_scale.core.log import get_logger
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.stages import STAGE_NAMES, StageSpec, stage_spec
 from llm4ts_scale.core.topology import Topology
-from llm4ts_scale.core.weights import collect_tunable_state, load_tunable_state, save_weights
+from llm4ts_scale.core.weights import collect_tunable_state, full_shape, load_tunable_state, save_weights
 from llm4ts_scale.data.corpus import corpus_loader, corpus_rank_samples
 from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader, rank_num_samples
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split, model_outputs
@@ -187,7 +187,7 @@ class StageRecipe:
         self.started = time.time()
         model = build_stage_model(self.config, self.store, self.spec.name, self.init_state, self.precision)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.trainable = sum(p.numel() for p in self.params)
+        self.trainable = sum(full_shape(p).numel() for p in self.params)
         optimizer = torch.optim.AdamW(self.params, lr=self.stage_cfg.lr, weight_decay=self.stage_cfg.weight_decay)
         self.steps = steps_per_epoch(self.config, self.store, acc.num_processes, self.spec.name, self.corpus)
         updates_per_epoch = self.steps // t.grad_accum
@@ -313,7 +313,7 @@ class StageRecipe:
         p = self.progress
         improved = p.best_val is None or val["mse"] < p.best_val
         if improved:
-            state = collect_tunable_state(self.unwrapped)
+            state = collect_tunable_state(self.unwrapped, keep=self.main)
             if not self.spec.keeps_align_head:
                 state = {k: v for k, v in state.items() if not k.startswith("align_head.")}
             if self.main:
