@@ -17,8 +17,7 @@ from torch import nn
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.weights import full_shape, gathered
 from llm4ts_scale.model import packaged
-from llm4ts_scale.model.partitioned import (dequantized_linear, embedding_std, load_partitioned, seeded_init,
-                                            zero3_enabled)
+from llm4ts_scale.model.partitioned import dequantized_linear, embedding_std, load_partitioned, seeded_init, zero3_enabled
 from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
 from llm4ts_scale.model.smollm2 import ensure_cached as smollm2_cached
 
@@ -150,8 +149,9 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
 
     The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
     bf16 run does not cast them on every call; the small trainable ones (norms, position tables)
-    stay fp32, except under ZeRO-3, where the backbone is built partitioned (partitioned.py) in one dtype. `init="random"` builds the same architecture with fresh weights from a fixed seed
-    (reproducible in every stage and in a fresh process, since frozen weights are never saved);
+    stay fp32, except under ZeRO-3, where the backbone is built partitioned (partitioned.py) in one dtype.
+    `init="random"` builds the same architecture with fresh weights seeded per parameter name (`seeded_init`:
+    reproducible in every stage, in a fresh process and at any world size, since frozen weights are never saved);
     `init="scratch"` starts from the same weights, held in fp32 because they train (autocast still
     computes in bf16 where the run does). `dequantize`: hold the 4-bit weights dequantized (see
     `dequantize_frozen`).
