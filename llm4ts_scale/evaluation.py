@@ -14,6 +14,7 @@ rank first, because adaptive intervals (llm4ts_scale/core/adaptive.py) follow ea
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -76,12 +77,26 @@ def lockstep_batches(store, spec: WindowSpec, batch_size: int, topology: Topolog
         yield _to_device(batch, device), (mask.to(device) if mask is not None else None)
 
 
+def _is_engine(model) -> bool:
+    deepspeed = sys.modules.get("deepspeed")  # only an imported DeepSpeed can have built an engine
+    return deepspeed is not None and isinstance(model, deepspeed.DeepSpeedEngine)
+
+
+def release_gathered(model) -> None:
+    """After forwards outside training, a ZeRO-3 engine releases what its hooks gathered or prefetched for a next
+    forward: held weights cost memory, and a parameter still in flight cannot be gathered by anything else
+    (collecting the tunable weights to save them)."""
+    if _is_engine(model) and model.zero_optimization_partition_weights():
+        model.empty_partition_cache()
+
+
+@contextlib.contextmanager
 def no_grad_mode(model):
     """inference_mode where the model is a plain module; no_grad under a DeepSpeed engine, whose ZeRO-3
     hooks write gathered weights into parameters (inference tensors would leak into training)."""
-    deepspeed = sys.modules.get("deepspeed")  # only an imported DeepSpeed can have built an engine
-    engine = deepspeed is not None and isinstance(model, deepspeed.DeepSpeedEngine)
-    return torch.no_grad() if engine else torch.inference_mode()
+    with torch.no_grad() if _is_engine(model) else torch.inference_mode():
+        yield
+    release_gathered(model)
 
 
 def evaluate_split(model, store, spec: WindowSpec, topology: Topology, *, batch_size: int, task: str,

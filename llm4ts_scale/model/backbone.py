@@ -194,11 +194,15 @@ def _load_whole(source: str, config, quantize: str, double_quant: bool, dtype: t
     """Every process builds the whole backbone (no ZeRO-3): from_pretrained, 4-bit through BitsAndBytesConfig."""
     from transformers import AutoModel
 
-    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attention}
+    kwargs = {"dtype": dtype, "attn_implementation": attention}
+    if init != "pretrained" and quantize == "none":  # random weights, built in place
+        model = AutoModel.from_config(config, **kwargs)
+        seeded_init(model, config)
+        return model
     if quantize != "none":
         kwargs["quantization_config"] = bnb_config(quantize, double_quant, dtype)
-    with _random_weights(source, config, init) as weights_dir:
-        return AutoModel.from_pretrained(weights_dir, **kwargs)
+    with _random_weights(source, config, init, dtype) as weights_dir:
+        return AutoModel.from_pretrained(weights_dir, config=config, **kwargs)
 
 
 # Backbones whose dequantized weights stay under this are held dequantized on CPUs (model.dequantize_frozen=auto).
@@ -231,9 +235,10 @@ def dequantize_frozen(model: nn.Module, dtype: torch.dtype) -> None:
 
 
 @contextlib.contextmanager
-def _random_weights(source: str, config, init: str):
+def _random_weights(source: str, config, init: str, dtype: torch.dtype):
     """Yield the directory to load weights from: the source itself, or (init="random" or "scratch") a temporary
-    checkpoint of the architecture with `seeded_init`'s weights, so that 4-bit loading works the same way."""
+    checkpoint of the architecture with `seeded_init`'s weights in `dtype`, so that 4-bit loading quantizes them
+    the same way (from the values cast to the compute dtype)."""
     if init == "pretrained":
         yield source
         return
@@ -242,7 +247,7 @@ def _random_weights(source: str, config, init: str):
     from transformers import AutoModel
 
     with tempfile.TemporaryDirectory(prefix="llm4ts-random-") as tmp:
-        model = AutoModel.from_config(config, dtype=torch.float32)
+        model = AutoModel.from_config(config, dtype=dtype)
         seeded_init(model, config)
         model.save_pretrained(tmp)
         del model

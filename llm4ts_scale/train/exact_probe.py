@@ -37,9 +37,9 @@ from llm4ts_scale.core.ridge import (
     rows_times,
     with_intercept,
 )
-from llm4ts_scale.core.weights import load_tunable_state
+from llm4ts_scale.core.weights import gathered, load_tunable_state
 from llm4ts_scale.data.windows import rank_num_samples
-from llm4ts_scale.evaluation import gather_rows, lockstep_batches
+from llm4ts_scale.evaluation import gather_rows, lockstep_batches, release_gathered
 
 
 @dataclass
@@ -79,14 +79,15 @@ class _Design:
     def __call__(self, batch: dict):
         revin = self.unwrapped.revin
         x, y = batch["x"], batch["y"]
-        stats = revin.statistics(x)
         with autocast(self.device, self.precision):
             hidden = self.model(x, batch["x_mark"], task="features")
         h = hidden.float().flatten(1)
-        u = with_intercept(revin.normalize(x, stats).float()) if self.shortcut else None
+        with gathered(list(revin.parameters())):  # used outside the model's forward: gathered by hand under ZeRO-3
+            stats = revin.statistics(x)
+            u = with_intercept(revin.normalize(x, stats).float()) if self.shortcut else None
+            t = revin.to_head_space(y, stats).float()
         if self.n_cov:
             u = torch.cat([u, self.unwrapped.covariate_features(batch.get("known"), batch.get("past")).float()], dim=1)
-        t = revin.to_head_space(y, stats).float()
         return u, h, t, stats
 
 
@@ -127,9 +128,11 @@ def fit_exact_head(recipe) -> ProbeResult:
             if mask is None:
                 val_parts.append((u, h, t, stats, batch["y"]))
     system = gram.finish(reduce)
+    release_gathered(recipe.model)
     revin = unwrapped.revin
-    # an error in head units times std / (affine weight) is the error on the data's standardized scale
-    weight = (revin.weight + revin.eps ** 2).detach().double() if revin.weight is not None else 1.0
+    with gathered(list(revin.parameters())):
+        # an error in head units times std / (affine weight) is the error on the data's standardized scale
+        weight = (revin.weight + revin.eps ** 2).detach().double().clone() if revin.weight is not None else 1.0
     val_set = ValidationSet(_cat(val_parts, 0, torch.zeros(0, pu)) if pu else None,
                             _cat(val_parts, 1, torch.zeros(0, features)), _cat(val_parts, 2, torch.zeros(0, d.pred_len)),
                             reduce=reduce,
@@ -154,9 +157,10 @@ def fit_exact_head(recipe) -> ProbeResult:
     _install(unwrapped, fit, d.seq_len)
 
     metrics = MetricAccumulator()
-    for u, h, _, stats, y in val_parts:
-        pred = rows_times(h, fit.Wh) + (u.double() @ fit.Wu if fit.Wu is not None else 0)
-        metrics.update(revin.denormalize(pred.float(), stats), y)
+    with gathered(list(revin.parameters())):
+        for u, h, _, stats, y in val_parts:
+            pred = rows_times(h, fit.Wh) + (u.double() @ fit.Wu if fit.Wu is not None else 0)
+            metrics.update(revin.denormalize(pred.float(), stats), y)
     metrics.reduce()
     val = metrics.compute()
     recipe.model.train(was_training)

@@ -17,7 +17,7 @@ import torch
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.data.windows import WindowSpec
-from llm4ts_scale.evaluation import lockstep_batches
+from llm4ts_scale.evaluation import lockstep_batches, release_gathered
 
 
 def window_ids(batch: dict, n_channels: int) -> torch.Tensor:
@@ -51,6 +51,7 @@ class FeatureCache:
                     hidden = model(batch["x"], batch["x_mark"], task="features")
                 chunks.append(hidden)
                 ids.append(window_ids(batch, self.n_channels))
+        release_gathered(model)
         model.train(was_training)
         if chunks:
             self.features = torch.cat(chunks)

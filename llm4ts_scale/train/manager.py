@@ -35,6 +35,7 @@ from llm4ts_scale.model.partitioned import zero3_enabled
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch
+from llm4ts_scale.train.telemetry import AnonPeak
 
 log = get_logger(__name__)
 
@@ -125,6 +126,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     """Run every pending stage, then test and export; returns the test metrics. `stop_after="align"` (the
     `llm4ts-scale align` command) stops once the aligned backbone is written."""
     run_dir = Path(config.run_dir)
+    AnonPeak.start()  # per-rank memory telemetry counts loading too (train/telemetry.py)
     accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches

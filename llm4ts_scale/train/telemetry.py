@@ -5,6 +5,10 @@ reads what a real run measured instead of instrumenting it from outside. Timing 
 loop only (batches fetched, forward, backward, optimizer step), never validation or model loading.
 A resumed stage reports only the part this process ran.
 
+Memory is counted two ways: peak RSS (ru_maxrss, which includes the checkpoint pages a load maps and reads) and
+anonymous memory (RssAnon, what the process itself allocated: the figure ZeRO-3 divides), sampled from process
+start, so `peak_anon_load_bytes` covers loading and `peak_anon_bytes` the whole stage.
+
 Optimizer bytes are what this rank holds, read after its first optimizer step (Adam's state is lazy):
   * `optimizer_state_bytes`: the tensors in the innermost torch optimizer's `state` (Adam moments and
     step counters). Under DeepSpeed ZeRO-1/2/3 that inner optimizer steps only this rank's partition,
@@ -17,6 +21,7 @@ Optimizer bytes are what this rank holds, read after its first optimizer step (A
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +36,49 @@ MAX_STEPS_KEPT = 1000
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def anon_bytes() -> int | None:
+    """This process's anonymous resident memory (RssAnon: heap and tensors; memory-mapped checkpoint pages, which
+    the kernel can drop, are RssFile and not counted); None where /proc is absent."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class AnonPeak:
+    """The peak of `anon_bytes` since `start()`, sampled every `interval` seconds by a daemon thread (the kernel keeps
+    a peak of the whole RSS only). Started once per process, before the model loads, so loading is counted."""
+
+    interval = 0.01
+    _thread: threading.Thread | None = None
+    peak = 0
+
+    @classmethod
+    def start(cls) -> None:
+        if cls._thread is not None or anon_bytes() is None:
+            return
+        cls._thread = threading.Thread(target=cls._sample, name="anon-peak", daemon=True)
+        cls._thread.start()
+
+    @classmethod
+    def _sample(cls) -> None:
+        while True:
+            cls.peak = max(cls.peak, anon_bytes() or 0)
+            time.sleep(cls.interval)
+
+    @classmethod
+    def read(cls) -> int | None:
+        """The peak so far (None when not sampling), with the current value folded in."""
+        if cls._thread is None:
+            return None
+        cls.peak = max(cls.peak, anon_bytes() or 0)
+        return cls.peak
 
 
 def _optimizer_chain(optimizer):
@@ -75,6 +123,8 @@ class StageTelemetry(StageHook):
 
     def on_epoch_begin(self, recipe) -> None:
         self._last = time.perf_counter()
+        if "peak_anon_load_bytes" not in self.record:  # loading and engine set-up, before the first step
+            self.record["peak_anon_load_bytes"] = AnonPeak.read()
 
     def on_batch(self, recipe, batch, loss) -> None:
         rec, now = self.record, time.perf_counter()
@@ -96,6 +146,8 @@ class StageTelemetry(StageHook):
             self.record["peak_rss_train_bytes"] = peak_rss_bytes()
             # what training holds now, without the transient peak of loading (a checkpoint's pages read once)
             self.record["rss_train_bytes"] = psutil.Process().memory_info().rss
+            self.record["anon_train_bytes"] = anon_bytes()
+            self.record["peak_anon_train_bytes"] = AnonPeak.read()
         return {}
 
     def count_eval(self, samples: int, seconds: float) -> None:
@@ -104,4 +156,4 @@ class StageTelemetry(StageHook):
         self.record["eval_seconds"] += seconds
 
     def write(self, path: Path) -> None:
-        atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes()})
+        atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes(), "peak_anon_bytes": AnonPeak.read()})
