@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.weights import full_shape, gathered
+from llm4ts_scale.core.weights import full_shape
 from llm4ts_scale.model import packaged
 from llm4ts_scale.model.partitioned import dequantized_linear, embedding_std, load_partitioned, seeded_init, zero3_enabled
 from llm4ts_scale.model.smollm2 import ALIAS as SMOLLM2_ALIAS
@@ -157,11 +157,15 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     `dequantize_frozen`).
     """
     source, config, total = backbone_config(name, layers)
+    if init != "pretrained":
+        config = _without_token_table(config)
     partitioned = zero3_enabled()
     if init == "scratch" and not partitioned:  # (under ZeRO-3, DeepSpeed's fp32 master copy is what trains)
         compute_dtype = torch.float32
     try:
-        with quiet_transformers():
+        # building draws nothing from the run's RNG (transformers initializes what it builds, on rank 0 only under
+        # ZeRO-3), so the adapters and heads built next start the same on any path and world size
+        with quiet_transformers(), torch.random.fork_rng(devices=_cuda_devices()):
             if partitioned:  # ZeRO-3: no rank holds the whole backbone, from the first byte (partitioned.py)
                 model = load_partitioned(source, config, dtype=compute_dtype, attention=attention, init=init,
                                          quantize=quantize, double_quant=double_quant, dequantize=dequantize)
@@ -170,9 +174,9 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
 
-    embeddings = model.get_input_embeddings().weight
-    with gathered([embeddings]):
-        embed_std = embedding_std(embeddings.detach())
+    # random weights: the std their (never built) token table would be drawn with, the scale the blocks expect
+    embed_std = (float(getattr(config, "initializer_range", 0.02)) if init != "pretrained"
+                 else embedding_std(model.get_input_embeddings().weight))
     model.set_input_embeddings(TokenEmbeddingsDropped())
     if not partitioned:  # under ZeRO-3 every parameter keeps the one dtype DeepSpeed's optimizer needs
         _upcast_small_weights(model)
@@ -187,6 +191,21 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
         attention=attention, embed_std=embed_std, init=init,
     )
     return model, info
+
+
+def _cuda_devices() -> list[int]:
+    return [torch.cuda.current_device()] if torch.cuda.is_available() else []
+
+
+def _without_token_table(config):
+    """A copy of `config` with a one-row vocabulary: inputs enter as inputs_embeds and the token table is dropped
+    on load, so random weights need not build one (a 7B-class table is over 1 GiB, and under ZeRO-3 it would be
+    gathered whole on every rank to be initialized)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    config.vocab_size, config.pad_token_id = 1, None
+    return config
 
 
 def _load_whole(source: str, config, quantize: str, double_quant: bool, dtype: torch.dtype, attention: str,

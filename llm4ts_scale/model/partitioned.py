@@ -84,14 +84,15 @@ def _seed(seed: int, name: str, chunk: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{name}/{chunk}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def seeded_values(name: str, shape, std: float, seed: int = RANDOM_INIT_SEED) -> torch.Tensor:
-    """N(0, std) in fp32 for the parameter `name`: a function of (seed, name, shape) alone."""
-    n = torch.Size(shape).numel()
-    out = torch.empty(n, dtype=torch.float32)
-    for i, start in enumerate(range(0, n, SEED_CHUNK)):
-        part = out[start:start + SEED_CHUNK]
-        part.normal_(0.0, std, generator=torch.Generator().manual_seed(_seed(seed, name, i)))
-    return out.view(shape)
+def seeded_fill(p: torch.Tensor, name: str, std: float, seed: int = RANDOM_INIT_SEED) -> None:
+    """Write N(0, std) into `p` (whole, not a shard), drawn in fp32 chunk by chunk, each chunk from a seed of
+    (seed, name, chunk index): the values are a function of those alone, and no fp32 copy of a large matrix is made."""
+    flat = p.view(-1)
+    part = torch.empty(min(SEED_CHUNK, flat.numel()), dtype=torch.float32)
+    for i, start in enumerate(range(0, flat.numel(), SEED_CHUNK)):
+        n = min(SEED_CHUNK, flat.numel() - start)
+        part[:n].normal_(0.0, std, generator=torch.Generator().manual_seed(_seed(seed, name, i)))
+        flat[start:start + n].copy_(part[:n])
 
 
 def seeded_init(model: nn.Module, config, seed: int = RANDOM_INIT_SEED) -> None:
@@ -106,19 +107,37 @@ def seeded_init(model: nn.Module, config, seed: int = RANDOM_INIT_SEED) -> None:
             continue
         with gathered([p], modifier_rank=0), torch.no_grad():
             if rank0 or not is_partitioned(p):
-                p.copy_(seeded_values(name, p.shape, std, seed))
+                seeded_fill(p.data, name, std, seed)
+
+
+STD_CHUNK = 1 << 20  # elements summed at a time in float64
 
 
 def embedding_std(weight: torch.Tensor) -> float:
-    """Standard deviation (n-1) of an embedding table, in float64, a block of rows at a time: no full fp32 copy
-    of a large vocabulary table, and the same value whether the table was gathered or held whole."""
-    rows = max(1, SEED_CHUNK // max(1, weight.shape[-1]))
-    total, n = 0.0, weight.numel()
-    for start in range(0, weight.shape[0], rows):
-        total += weight[start:start + rows].double().sum().item()
-    mean = total / n
-    squares = sum(((weight[s:s + rows].double() - mean) ** 2).sum().item() for s in range(0, weight.shape[0], rows))
-    return float((squares / max(1, n - 1)) ** 0.5)
+    """Standard deviation (n-1) of a (token embedding) table, two passes in float64 a chunk at a time. A ZeRO-3 table
+    is never gathered: each rank sums its own shard and the sums are all-reduced, so a large vocabulary table costs
+    no transient copy, and the value is the same however many ranks hold the table."""
+    partitioned = is_partitioned(weight)
+    values = weight.ds_tensor.view(-1)[:_shard_numel(weight)] if partitioned else weight.detach().view(-1)
+    n = full_shape(weight).numel()
+
+    def total(fn) -> float:
+        acc = torch.zeros(1, dtype=torch.float64)
+        for start in range(0, values.numel(), STD_CHUNK):
+            acc += fn(values[start:start + STD_CHUNK].double()).sum()
+        if partitioned and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(acc)
+        return float(acc)
+
+    mean = total(lambda x: x) / n
+    return (total(lambda x: (x - mean) ** 2) / max(1, n - 1)) ** 0.5
+
+
+def _shard_numel(p: torch.Tensor) -> int:
+    """Elements of this rank's shard that belong to the parameter (the last shard is padded)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    size = p.ds_tensor.numel()
+    return max(0, min(size, p.ds_numel - rank * size))
 
 
 # ---------------------------------------------------------------- 4-bit, one module at a time
