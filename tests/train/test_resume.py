@@ -130,3 +130,35 @@ def test_a_dead_rank_stops_the_others_quickly_and_the_run_resumes(tmp_path, back
                           ds="zero2", processes=2)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "[lp] resuming from" in result.stdout
+
+
+ZERO3 = {**SMALL, "stages.align.epochs": 1, "stages.lp.epochs": 1}
+
+
+def test_zero3_two_processes_killed_in_ft_resume_to_the_same_test_metrics_and_export(tmp_path, backbone):
+    """Under ZeRO-3 every rank checkpoints its own shards; a SIGKILL mid-FT resumes to the uninterrupted run's test
+    metrics, and the export (full tensors, gathered) scores the same in a fresh one-process `evaluate`."""
+    from launching import cli
+
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    result = launch_train(tiny_run_overrides(backbone, reference_dir, **ZERO3), ds="zero3", processes=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **ZERO3), ds="zero3", processes=2,
+                          env=child_env(LLM4TS_KILL_AT="ft.step@8"))  # epoch 2, after the checkpoint at its step 2
+    assert result.returncode != 0
+    assert json.loads((run_dir / "run.json").read_text())["stages"]["ft"]["status"] == "running"
+    shards = list((run_dir / "ft" / "checkpoints").rglob("*optim_states.pt"))
+    assert len({p.name for p in shards}) == 2  # one optimizer shard per rank in the checkpoint kept
+    result = launch_train(tiny_run_overrides(backbone, run_dir, **ZERO3), ds="zero3", processes=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "[ft] resuming from" in result.stdout
+    expected = json.loads((reference_dir / "metrics.json").read_text())["test"]
+    resumed = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert resumed["samples"] == expected["samples"]
+    assert resumed["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+    scored = cli(["evaluate", str(run_dir)])
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    fresh = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert fresh["samples"] == expected["samples"]
+    assert fresh["mse"] == pytest.approx(resumed["mse"], rel=1e-5)
+    assert fresh["mae"] == pytest.approx(resumed["mae"], rel=1e-5)

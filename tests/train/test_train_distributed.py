@@ -141,8 +141,10 @@ def test_changed_config_on_existing_run_dir_exits_2(zero2_run, backbone):
     assert lines and "--restart" in lines[-1] and "Traceback" not in result.stderr
 
 
-def test_two_machines_simulated_on_this_host(tmp_path, backbone):
-    """Two `accelerate launch` commands, one process each, rendezvous on 127.0.0.1 (static, like 2 nodes)."""
+@pytest.mark.parametrize("ds", ["zero2", "zero3"])
+def test_two_machines_simulated_on_this_host(tmp_path, backbone, ds):
+    """Two `accelerate launch` commands, one process each, rendezvous on 127.0.0.1 (static, like 2 nodes); the
+    README's launch table pairs several machines with zero3.json too."""
     import subprocess
     import sys
 
@@ -157,7 +159,7 @@ def test_two_machines_simulated_on_this_host(tmp_path, backbone):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_LAUNCH_CONFIG),
                "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine_rank),
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-               str(REPO / "launch" / "train.py"), "--ds", str(REPO / "ds_configs" / "zero2.json"), *overrides]
+               str(REPO / "launch" / "train.py"), "--ds", str(REPO / "ds_configs" / f"{ds}.json"), *overrides]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     outputs = [p.communicate(timeout=900) for p in procs]
