@@ -137,6 +137,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
                                  fill=config.data.fill)
         _preflight(config, store, accelerator.num_processes, corpus)
         backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
+    AnonPeak.mark_floor()  # what the process holds before any model: the floor of the memory plan
     state = _open_run_state(accelerator, config, store, restart, precision, precision_reason)
     if state.finished:
         if main:

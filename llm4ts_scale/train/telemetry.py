@@ -53,11 +53,14 @@ def anon_bytes() -> int | None:
 
 class AnonPeak:
     """The peak of `anon_bytes` since `start()`, sampled every `interval` seconds by a daemon thread (the kernel keeps
-    a peak of the whole RSS only). Started once per process, before the model loads, so loading is counted."""
+    a peak of the whole RSS only), and the peak of a window opened by `new_window()` (training, after loading).
+    Started once per process before the model loads, so loading is counted; `floor` is what the process held just
+    before its first model was built."""
 
     interval = 0.01
     _thread: threading.Thread | None = None
-    peak = 0
+    peak = window = 0
+    floor: int | None = None
 
     @classmethod
     def start(cls) -> None:
@@ -69,16 +72,38 @@ class AnonPeak:
     @classmethod
     def _sample(cls) -> None:
         while True:
-            cls.peak = max(cls.peak, anon_bytes() or 0)
+            cls._fold()
             time.sleep(cls.interval)
+
+    @classmethod
+    def _fold(cls) -> int:
+        now = anon_bytes() or 0
+        cls.peak, cls.window = max(cls.peak, now), max(cls.window, now)
+        return now
 
     @classmethod
     def read(cls) -> int | None:
         """The peak so far (None when not sampling), with the current value folded in."""
         if cls._thread is None:
             return None
-        cls.peak = max(cls.peak, anon_bytes() or 0)
+        cls._fold()
         return cls.peak
+
+    @classmethod
+    def new_window(cls) -> None:
+        cls.window = cls._fold()
+
+    @classmethod
+    def read_window(cls) -> int | None:
+        if cls._thread is None:
+            return None
+        cls._fold()
+        return cls.window
+
+    @classmethod
+    def mark_floor(cls) -> None:
+        if cls.floor is None:
+            cls.floor = anon_bytes()
 
 
 def _optimizer_chain(optimizer):
@@ -125,6 +150,7 @@ class StageTelemetry(StageHook):
         self._last = time.perf_counter()
         if "peak_anon_load_bytes" not in self.record:  # loading and engine set-up, before the first step
             self.record["peak_anon_load_bytes"] = AnonPeak.read()
+            AnonPeak.new_window()
 
     def on_batch(self, recipe, batch, loss) -> None:
         rec, now = self.record, time.perf_counter()
@@ -147,7 +173,7 @@ class StageTelemetry(StageHook):
             # what training holds now, without the transient peak of loading (a checkpoint's pages read once)
             self.record["rss_train_bytes"] = psutil.Process().memory_info().rss
             self.record["anon_train_bytes"] = anon_bytes()
-            self.record["peak_anon_train_bytes"] = AnonPeak.read()
+            self.record["peak_anon_train_bytes"] = AnonPeak.read_window()  # training steps only
         return {}
 
     def count_eval(self, samples: int, seconds: float) -> None:
@@ -156,4 +182,5 @@ class StageTelemetry(StageHook):
         self.record["eval_seconds"] += seconds
 
     def write(self, path: Path) -> None:
-        atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes(), "peak_anon_bytes": AnonPeak.read()})
+        atomic_write_json(path, {**self.record, "peak_rss_bytes": peak_rss_bytes(), "peak_anon_bytes": AnonPeak.read(),
+                                 "anon_floor_bytes": AnonPeak.floor})
