@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from backbones import tiny_gpt2, tiny_llama
@@ -94,3 +95,32 @@ def test_describe_holds_the_backbone_in_the_precision_a_run_would_use(paths, cap
     bf16 = describe(capsys, *common, "train.mixed_precision=bf16")
     assert (fp32["precision"], bf16["precision"]) == ("no", "bf16")
     assert bf16["backbone_bytes"] < 0.6 * fp32["backbone_bytes"]  # frozen matrices in bf16, small weights stay fp32
+
+
+QWEN7B = [f"model.backbone={Path(__file__).resolve().parents[2] / 'configs' / 'backbones' / 'qwen2.5-7b'}",
+          "model.layers=28", "model.backbone_init=random", "model.quantize=none", "train.mixed_precision=bf16",
+          "data.seq_len=96", "data.pred_len=24", "data.batch_size=1"]
+
+
+def test_memory_plan_of_a_7b_architecture_without_its_weights(capsys):
+    """--meta counts the architecture on the meta device (the folder holds a config.json only); under ZeRO-3 the
+    backbone's share per rank is divided by the ranks, under ZeRO-2 it is not."""
+    ds = str(Path(__file__).resolve().parents[2] / "ds_configs")
+    plans = {(stage, n): describe(capsys, "--meta", "--ds", f"{ds}/{stage}.json", "--processes", str(n),
+                                  "--device", "cpu", *QWEN7B)["memory_per_rank"]
+             for stage in ("zero2", "zero3") for n in (1, 2)}
+    whole = plans["zero2", 1]["backbone_bytes"]
+    assert 13.0e9 < whole < 13.2e9  # 28 blocks x 233.1M parameters x 2 bytes (bf16)
+    assert plans["zero2", 2]["backbone_bytes"] == whole
+    assert plans["zero3", 2]["backbone_bytes"] == pytest.approx(whole / 2, rel=0.001)
+    assert plans["zero3", 2]["gathered_bytes"] > 0 == plans["zero2", 2]["gathered_bytes"]
+    assert plans["zero3", 2]["total_bytes"] < 0.6 * plans["zero2", 1]["total_bytes"]
+    assert plans["zero2", 2]["trainable_bytes"] < plans["zero2", 1]["trainable_bytes"]  # optimizer state divided
+
+
+def test_memory_plan_for_nf4_on_gpus_holds_half_a_byte_per_value(capsys):
+    ds = str(Path(__file__).resolve().parents[2] / "ds_configs" / "zero3.json")
+    nf4 = describe(capsys, "--meta", "--ds", ds, "--processes", "8", "--device", "cuda",
+                   *[o for o in QWEN7B if o != "model.quantize=none"], "model.quantize=nf4")["memory_per_rank"]
+    assert nf4["backbone_held_as"] == "nf4 packed"
+    assert nf4["backbone_bytes"] == pytest.approx(28 * 233.1e6 * 0.516 / 8, rel=0.01)
