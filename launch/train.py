@@ -11,6 +11,7 @@ import sys
 from llm4ts_scale.core.config import add_run_arguments, load_config
 from llm4ts_scale.core.errors import exit_on_user_error
 from llm4ts_scale.core.log import set_verbosity
+from llm4ts_scale.core.versions import check_versions
 from llm4ts_scale.train.manager import train
 
 
@@ -19,6 +20,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="launch/train.py", description=__doc__)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    check_versions()  # an installed library outside the declared range: one line, exit 2
     set_verbosity(args.quiet, args.verbose)
     train(load_config(args.config, args.overrides), ds_config=args.ds, restart=args.restart)
     return 0

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from llm4ts_scale.core.errors import exit_on_user_error
+from llm4ts_scale.core.versions import check_versions
 
 # Each module exposes `add_parser(subparsers)` and `run(args) -> int | None`.
 COMMANDS = ["prepare", "evaluate", "describe", "align", "train", "predict", "report"]
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    check_versions()  # an installed library outside the declared range: one line, before any of it is imported
     args = build_parser().parse_args(argv)
     code = args.handler(args)
     return int(code or 0)

@@ -21,6 +21,7 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
+from llm4ts_scale.core import heap
 from llm4ts_scale.core.conformal import ConformalTable, window_scale
 from llm4ts_scale.core.faults import maybe_die
 from llm4ts_scale.core.intervals import SplitRows, interval_metrics
@@ -88,6 +89,7 @@ def release_gathered(model) -> None:
     (collecting the tunable weights to save them)."""
     if _is_engine(model) and model.zero_optimization_partition_weights():
         model.empty_partition_cache()
+        heap.release()
 
 
 @contextlib.contextmanager

@@ -144,7 +144,7 @@ def backbone_config(name: str, layers: int):
 
 def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: bool = True, *,
                   compute_dtype: torch.dtype = torch.float32, attention: str = "sdpa",
-                  init: str = "pretrained", dequantize: bool = False, meta: bool = False) -> tuple[nn.Module, BackboneInfo]:
+                  init: str = "pretrained", dequantize: bool = False) -> tuple[nn.Module, BackboneInfo]:
     """AutoConfig + AutoModel (base decoder, no LM head) with only the first `layers` blocks.
 
     The frozen weights are held in `compute_dtype` (4-bit weights dequantize straight into it), so a
@@ -154,26 +154,19 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
     reproducible in every stage, in a fresh process and at any world size, since frozen weights are never saved);
     `init="scratch"` starts from the same weights, held in fp32 because they train (autocast still
     computes in bf16 where the run does). `dequantize`: hold the 4-bit weights dequantized (see
-    `dequantize_frozen`). `meta`: the architecture only, on the meta device, unquantized (no weights read; what
-    a memory plan counts, for backbones larger than this machine).
+    `dequantize_frozen`).
     """
     source, config, total = backbone_config(name, layers)
     if init != "pretrained":
         config = _without_token_table(config)
-    partitioned = zero3_enabled() and not meta
+    partitioned = zero3_enabled()
     if init == "scratch" and not partitioned:  # (under ZeRO-3, DeepSpeed's fp32 master copy is what trains)
         compute_dtype = torch.float32
     try:
         # building draws nothing from the run's RNG (transformers initializes what it builds, on rank 0 only under
         # ZeRO-3), so the adapters and heads built next start the same on any path and world size
         with quiet_transformers(), torch.random.fork_rng(devices=_cuda_devices()):
-            if meta:
-                from transformers import AutoModel
-
-                with torch.device("meta"):
-                    model = AutoModel.from_config(_without_token_table(config), dtype=compute_dtype,
-                                                  attn_implementation=attention)
-            elif partitioned:  # ZeRO-3: no rank holds the whole backbone, from the first byte (partitioned.py)
+            if partitioned:  # ZeRO-3: no rank holds the whole backbone, from the first byte (partitioned.py)
                 model = load_partitioned(source, config, dtype=compute_dtype, attention=attention, init=init,
                                          quantize=quantize, double_quant=double_quant, dequantize=dequantize)
             else:
@@ -182,22 +175,37 @@ def load_backbone(name: str, layers: int, quantize: str = "none", double_quant: 
         raise _load_error(name, err) from None
 
     # random weights: the std their (never built) token table would be drawn with, the scale the blocks expect
-    embed_std = (float(getattr(config, "initializer_range", 0.02)) if init != "pretrained" or meta
+    embed_std = (float(getattr(config, "initializer_range", 0.02)) if init != "pretrained"
                  else embedding_std(model.get_input_embeddings().weight))
     model.set_input_embeddings(TokenEmbeddingsDropped())
     if not partitioned:  # under ZeRO-3 every parameter keeps the one dtype DeepSpeed's optimizer needs
         _upcast_small_weights(model)
-        if dequantize and not meta:
+        if dequantize:
             dequantize_frozen(model, compute_dtype)
     _keep_4bit_layout(model)
     model.config.use_cache = False
-    info = BackboneInfo(
-        name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
-        layers_total=total, layers_loaded=_count_blocks(model), hidden_size=config.hidden_size,
-        max_positions=_learned_position_limit(model), quantize="none" if meta else quantize, compute_dtype=compute_dtype,
-        attention=attention, embed_std=embed_std, init=init,
-    )
-    return model, info
+    return model, _info(model, name, source, config, total, quantize=quantize, compute_dtype=compute_dtype,
+                        attention=attention, embed_std=embed_std, init=init)
+
+
+def meta_backbone(name: str, layers: int, *, compute_dtype: torch.dtype, attention: str) -> tuple[nn.Module, BackboneInfo]:
+    """The architecture alone, on the meta device, unquantized: no weights read, no memory held. What a memory plan
+    counts (llm4ts_scale/train/memory_plan.py), for backbones larger than this machine."""
+    from transformers import AutoModel
+
+    source, config, total = backbone_config(name, layers)
+    with quiet_transformers(), torch.device("meta"):
+        model = AutoModel.from_config(_without_token_table(config), dtype=compute_dtype, attn_implementation=attention)
+    model.set_input_embeddings(TokenEmbeddingsDropped())
+    _upcast_small_weights(model)
+    return model, _info(model, name, source, config, total, quantize="none", compute_dtype=compute_dtype,
+                        attention=attention, embed_std=1.0, init="random")
+
+
+def _info(model: nn.Module, name: str, source: str, config, total: int, **chosen) -> BackboneInfo:
+    return BackboneInfo(name=name, source=source, model_type=config.model_type, class_name=type(model).__name__,
+                        layers_total=total, layers_loaded=_count_blocks(model), hidden_size=config.hidden_size,
+                        max_positions=_learned_position_limit(model), **chosen)
 
 
 def _cuda_devices() -> list[int]:

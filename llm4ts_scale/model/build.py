@@ -29,7 +29,13 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
     """
     import torch
 
-    from llm4ts_scale.model.backbone import attention_implementation, backbone_config, load_backbone, should_dequantize
+    from llm4ts_scale.model.backbone import (
+        attention_implementation,
+        backbone_config,
+        load_backbone,
+        meta_backbone,
+        should_dequantize,
+    )
     from llm4ts_scale.model.partitioned import match_dtype, zero3_enabled
 
     m, d = run_config.model, run_config.data
@@ -38,8 +44,11 @@ def build_model(run_config, calendar_attrs: list[str], precision: str = "no", de
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     _, cut_config, _ = backbone_config(m.backbone, m.layers)
     dequantize = should_dequantize(m.dequantize_frozen, m.quantize, device_type, _approx_params(cut_config), dtype)
-    backbone, info = load_backbone(m.backbone, m.layers, m.quantize, m.double_quant, compute_dtype=dtype,
-                                   attention=attention, init=m.backbone_init, dequantize=dequantize, meta=meta)
+    if meta:
+        backbone, info = meta_backbone(m.backbone, m.layers, compute_dtype=dtype, attention=attention)
+    else:
+        backbone, info = load_backbone(m.backbone, m.layers, m.quantize, m.double_quant, compute_dtype=dtype,
+                                       attention=attention, init=m.backbone_init, dequantize=dequantize)
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = _wrap(backbone, info, run_config, calendar_attrs)
     if zero3_enabled() and not meta:  # the backbone came partitioned: the rest takes its dtype, as DeepSpeed would give it

@@ -25,6 +25,7 @@ import copy
 import torch
 from torch import nn
 
+from llm4ts_scale.core import heap
 from llm4ts_scale.core.weights import full_shape, gathered, is_partitioned
 
 
@@ -69,6 +70,7 @@ def load_partitioned(source: str, config, *, dtype: torch.dtype, attention: str,
         seeded_init(model, config)
     if quantize != "none":
         quantize_linears(model, quantize, double_quant, dtype, packed=not dequantize)
+    heap.release()
     return model
 
 
@@ -148,9 +150,10 @@ def quantize_linears(model: nn.Module, quantize: str, double_quant: bool, dtype:
     frozen Linear holding the 4-bit values dequantized; gathered, rebuilt and partitioned one module at a time."""
     from transformers.pytorch_utils import Conv1D
 
-    targets = [(parent, name, child) for parent in list(model.modules()) for name, child in parent.named_children()
-               if isinstance(child, (nn.Linear, Conv1D))]
-    for parent, name, old in targets:
+    targets = [(parent, name) for parent in list(model.modules()) for name, child in parent.named_children()
+               if isinstance(child, (nn.Linear, Conv1D))]  # names only: a replaced module must not stay referenced
+    for parent, name in targets:
+        old = getattr(parent, name)
         params = [old.weight] + ([old.bias] if old.bias is not None else [])
         with gathered(params), torch.no_grad():
             weight = old.weight.detach()
@@ -161,6 +164,8 @@ def quantize_linears(model: nn.Module, quantize: str, double_quant: bool, dtype:
             if not packed:
                 new = dequantized_linear(new, dtype)
         setattr(parent, name, partition(new) if is_partitioned(old.weight) else new)
+        del old, params, weight, new
+        heap.release()  # the replaced module's shards, now unreferenced (core/heap.py)
 
 
 def linear_4bit(weight: torch.Tensor, bias: torch.Tensor | None, quantize: str, double_quant: bool,

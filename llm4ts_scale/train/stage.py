@@ -22,6 +22,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+from llm4ts_scale.core import heap
 from llm4ts_scale.core.config import RunConfig, stage_groups
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.io import atomic_write_json
@@ -177,7 +178,7 @@ class StageRecipe:
         self.model = self.unwrapped = self.optimizer = self.scheduler = None
         self.params: list[torch.nn.Parameter] = []
         self.trainable = self.steps = 0
-        self.deepspeed = False
+        self.deepspeed = self.partitioned = False
         self.telemetry: StageTelemetry | None = None
 
     # ------------------------------------------------------------------ setup
@@ -199,6 +200,7 @@ class StageRecipe:
         # outlives the stage, and objects registered by earlier stages would break a later resume.
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        self.partitioned = self.deepspeed and self.model.zero_optimization_partition_weights()
         self.unwrapped = acc.unwrap_model(self.model)
         self.telemetry = StageTelemetry(self.trainable)
         self.hooks.append(self.telemetry)
@@ -281,6 +283,8 @@ class StageRecipe:
                     p.lrs.append(float(self.optimizer.param_groups[0]["lr"]))
                     self.scheduler.step()
                 self.optimizer.zero_grad()
+            if self.partitioned and acc.sync_gradients:
+                heap.release()  # what this step gathered and freed goes back to the OS (core/heap.py)
             p.step += 1
             p.global_step += 1
             p.loss_sum += loss.item()
