@@ -7,9 +7,9 @@ all ranks must run the same number of batches: a rank that runs out feeds a mask
 Prediction intervals come from the same passes: `calibrate` keeps the normalized residuals of the
 validation windows (gathered from every rank, so the table does not depend on the world size) and
 `evaluate_split(conformal=...)` adds coverage, CRPS, WQL and MASE to the point metrics
-(llm4ts_scale/core/conformal.py). It gathers the split's forecasts, targets, series and origins from every
-rank first, because adaptive intervals (llm4ts_scale/core/adaptive.py) follow each series in origin order.
-`Forecaster` lets any batch -> forecast function (a baseline) go through these same passes.
+(llm4ts_scale/stats/conformal.py). It gathers the split's forecasts, targets, series and origins from every
+rank first, because adaptive intervals (llm4ts_scale/stats/adaptive.py) follow each series in origin order.
+`FunctionModel` lets any batch -> forecast function (a baseline) go through these same passes.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from llm4ts_scale.core import heap
-from llm4ts_scale.core.conformal import ConformalTable, window_scale
 from llm4ts_scale.core.faults import maybe_die
-from llm4ts_scale.core.intervals import SplitRows, interval_metrics
-from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.precision import autocast
 from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
+from llm4ts_scale.stats.conformal import ConformalTable, window_scale
+from llm4ts_scale.stats.intervals import SplitRows, interval_metrics
+from llm4ts_scale.stats.metrics import MetricAccumulator
 
 # Eval windows per batch on a CPU when data.eval_batch_size is null: throughput is flat from ~128 on
 # and larger batches only cost memory (tools/bench_model.py); a GPU gets more rows per launch.
@@ -177,7 +177,7 @@ def calibrate(model, store, spec: WindowSpec, topology: Topology, *, batch_size:
     return ConformalTable.from_residuals(gather_rows(local), method)
 
 
-class Forecaster(torch.nn.Module):
+class FunctionModel(torch.nn.Module):
     """A batch -> forecast function ([B, H], the batch's units) as a model `evaluate_split` and `calibrate` take:
     how the baselines get the same windows, metrics and intervals as the LLM."""
 
@@ -193,15 +193,15 @@ def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, bat
                          method: str = "split") -> dict:
     """Test metrics of a single-process forecaster (batch -> [B, H]) with conformal intervals calibrated on
     `val` (`method`: split | adaptive | aggregated): the point metrics, then crps, wql, coverage_80, width_80, mase, ..."""
-    model, topology = Forecaster(forecast), Topology()
+    model, topology = FunctionModel(forecast), Topology()
     table = calibrate(model, store, val, topology, batch_size=batch_size, method=method)
     return evaluate_split(model, store, test, topology, batch_size=batch_size, task="forecast", conformal=table)
 
 
-def split_rows(forecast, store, spec: WindowSpec, batch_size: int = 4096) -> SplitRows:
+def forecast_rows(forecast, store, spec: WindowSpec, batch_size: int = 4096) -> SplitRows:
     """Every window of `spec` forecast by a single-process forecaster (batch -> [B, H]): forecasts, targets,
     scales, series and origins, what interval studies (tools/bench_intervals.py) re-calibrate offline."""
-    model, kept = Forecaster(forecast), []
+    model, kept = FunctionModel(forecast), []
     with torch.inference_mode():
         for batch, _ in lockstep_batches(store, spec, batch_size, Topology()):
             pred = model(batch["x"], batch["x_mark"], known=batch.get("known"), past=batch.get("past"))

@@ -11,12 +11,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llm4ts_scale"
 # layer -> the layers it may import (besides itself)
 ALLOWED = {
     "core": set(),
-    "data": {"core"},
-    "model": {"core"},
-    "baselines": {"core", "data"},
-    "evaluation": {"core", "data"},
-    "inference": {"core", "data", "model", "evaluation", "baselines"},
-    "train": {"core", "data", "model", "evaluation", "baselines", "inference"},
+    "stats": {"core"},
+    "data": {"core", "stats"},
+    "model": {"core", "stats"},
+    "baselines": {"core", "stats", "data"},
+    "evaluation": {"core", "stats", "data"},
+    "inference": {"core", "stats", "data", "model", "evaluation", "baselines"},
+    "train": {"core", "stats", "data", "model", "evaluation", "baselines", "inference"},
 }
 
 # where a layer may use only one module of another: training exports a finished run; inference's reports

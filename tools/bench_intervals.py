@@ -1,4 +1,4 @@
-"""Split-conformal vs adaptive prediction intervals (llm4ts_scale/core/adaptive.py) on ETTh1 10 %, ILI and a
+"""Split-conformal vs adaptive prediction intervals (llm4ts_scale/stats/adaptive.py) on ETTh1 10 %, ILI and a
 synthetic panel with a planted level shift halfway through its test split, for the cheap baselines.
 
     python tools/bench_intervals.py            # every cell not yet in results/intervals/cells/, then the tables
@@ -8,7 +8,7 @@ synthetic panel with a planted level shift halfway through its test split, for t
 
 Each cell (dataset, horizon, baseline) forecasts the validation and test windows once, then scores:
 - test: split conformal (calibrated on validation) and adaptive (the same table, then sequential over test), with
-  the constants of llm4ts_scale/core/adaptive.py: 80 % coverage, its width, CRPS, MASE, lowest per-step coverage;
+  the constants of llm4ts_scale/stats/adaptive.py: 80 % coverage, its width, CRPS, MASE, lowest per-step coverage;
 - validation only (how ETA, the runs and the default `calibration` were chosen): the first half of the validation
   windows (by origin) is the table, the second half is scored sequentially, for every variant of VARIANTS.
 Cells are small JSON files in results/intervals/cells/ (resumable); the tables go to results/intervals/tables.md.
@@ -29,15 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llm4ts_scale.core import adaptive
-from llm4ts_scale.core.adaptive import AciSettings
-from llm4ts_scale.core.conformal import ConformalTable
-from llm4ts_scale.core.intervals import SplitRows, interval_metrics
 from llm4ts_scale.data.frame import Schema
 from llm4ts_scale.data.panels import synthetic_panel
 from llm4ts_scale.data.sources import open_store
 from llm4ts_scale.data.windows import WindowSpec
-from llm4ts_scale.evaluation import split_rows
+from llm4ts_scale.evaluation import forecast_rows
+from llm4ts_scale.stats import adaptive
+from llm4ts_scale.stats.adaptive import AciSettings
+from llm4ts_scale.stats.conformal import ConformalTable
+from llm4ts_scale.stats.intervals import SplitRows, interval_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "intervals"
@@ -128,7 +128,7 @@ def first_half(rows: SplitRows) -> torch.Tensor:
 
 
 def default_variant(method: str = "adaptive") -> str:
-    """The name in VARIANTS of what `calibration: <method>` runs (llm4ts_scale/core/adaptive.py:run_settings)."""
+    """The name in VARIANTS of what `calibration: <method>` runs (llm4ts_scale/stats/adaptive.py:run_settings)."""
     return next(name for name, v in VARIANTS.items() if v == adaptive.run_settings(method))
 
 
@@ -145,8 +145,8 @@ def run_cell(name: str, horizon: int, baseline: str) -> dict:
     started = time.time()
     store = open_dataset(name)
     fn = forecaster(baseline, store, seq_len, horizon, few_shot)
-    val = split_rows(fn, store, WindowSpec("val", seq_len, horizon))
-    test = split_rows(fn, store, WindowSpec("test", seq_len, horizon))
+    val = forecast_rows(fn, store, WindowSpec("val", seq_len, horizon))
+    test = forecast_rows(fn, store, WindowSpec("test", seq_len, horizon))
     mase = torch.tensor(store.series.mase_scale)
     cell = {"dataset": name, "pred_len": horizon, "baseline": baseline, "seq_len": seq_len, "few_shot_percent": few_shot,
             "adaptive": default_variant(), "test": {m: scored(val, test, m, mase) for m in METHODS},
@@ -174,8 +174,8 @@ def model_cell(run_dir: str) -> dict:
     def fn(batch):
         return loaded.forecast(batch["x"], batch["x_mark"], batch.get("known"), batch.get("past"))
 
-    val = split_rows(fn, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), batch_size=256)
-    test = split_rows(fn, store, WindowSpec("test", d.seq_len, d.pred_len), batch_size=256)
+    val = forecast_rows(fn, store, WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), batch_size=256)
+    test = forecast_rows(fn, store, WindowSpec("test", d.seq_len, d.pred_len), batch_size=256)
     mase = torch.tensor(store.series.mase_scale)
     cell = {"dataset": name, "pred_len": d.pred_len, "baseline": "llm4ts", "seq_len": d.seq_len,
             "few_shot_percent": d.few_shot_percent, "run_dir": str(run_dir), "adaptive": default_variant(),
@@ -252,7 +252,7 @@ def tables() -> str:
         "# Prediction intervals: split conformal vs adaptive (tools/bench_intervals.py)", "",
         f"CPU: {', '.join(cpu)}; wall time of all cells {sum(c['wall_time_s'] for c in cells):.0f} s.", "",
         "## Test (80 % interval; width and CRPS standardized; each cell split / adaptive / aggregated, with the "
-        "constants of llm4ts_scale/core/adaptive.py)", "", *test_table(cells), "",
+        "constants of llm4ts_scale/stats/adaptive.py)", "", *test_table(cells), "",
         "## Validation protocol (first half of the validation windows calibrates, the second half is scored in "
         "origin order), averaged over horizons and baselines", "", *tuning_table(cells), ""])
     OUT.mkdir(parents=True, exist_ok=True)

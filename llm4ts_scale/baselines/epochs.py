@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.data.store import SeriesStore
 from llm4ts_scale.data.windows import Shuffle, WindowSpec, make_loader
+from llm4ts_scale.stats.metrics import MetricAccumulator
 
 
 @dataclass

@@ -4,7 +4,7 @@ Mapping"): RevIN + one linear map [L -> H] shared by the channels, solved exactl
 The honest floor for a forecaster that claims to use its look-back well: the look-back is normalized
 with its own mean and std (as our model's RevIN does it), a ridge regression (with an unpenalized
 intercept) maps it to the normalized next H values, and the forecast is de-normalized. The penalty is
-chosen on the validation split from a log grid (llm4ts_scale/core/ridge.py); the test split is scored once.
+chosen on the validation split from a log grid (llm4ts_scale/stats/ridge.py); the test split is scored once.
 Closed form over every training window: seconds, deterministic, no seed. With covariates in the data
 (data.covariates), their look-back-normalized values join the design (llm4ts_scale/core/covariates.py) with a
 penalty of their own: rlinear then is the linear shortcut of the model, covariates included.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 
 from llm4ts_scale.core.covariates import covariate_features, covariate_width
-from llm4ts_scale.core.metrics import MetricAccumulator
-from llm4ts_scale.core.ridge import GramAccumulator, ValidationSet, fit_linear, with_intercept
 from llm4ts_scale.data.store import SeriesStore
 from llm4ts_scale.data.windows import WindowSpec, make_loader
+from llm4ts_scale.stats.metrics import MetricAccumulator
+from llm4ts_scale.stats.ridge import GramAccumulator, ValidationSet, fit_linear, with_intercept
 
 REVIN_EPS = 1e-5  # as llm4ts_scale/model/encoder.py:RevIN
 

@@ -16,7 +16,7 @@ Baselines go through the same windows and metric code as models: metrics are on 
 standardized scale, `samples` counts the (window, channel) pairs scored. Test scores carry conformal
 prediction intervals calibrated on validation (coverage, width, CRPS, MASE): --calibration adaptive (the
 default, the config's `calibration`) lets their spread follow the errors as test origins arrive
-(llm4ts_scale/core/adaptive.py), aggregated does so with several step sizes at once, split keeps the
+(llm4ts_scale/stats/adaptive.py), aggregated does so with several step sizes at once, split keeps the
 split-conformal table; a RUN_DIR uses its own unless given.
 
 dlinear and patchtst are trained first (on train, few-shot honoured; the best-validation epoch is kept),
@@ -86,9 +86,9 @@ def add_parser(subparsers) -> None:
 
 def _run_dir(args) -> int:
     """Score a trained run in a fresh process, exactly like training did (same windows, metric code, precision)."""
-    from llm4ts_scale.core.metrics import write_metrics_json
     from llm4ts_scale.inference.evaluate_run import evaluate_loaded
     from llm4ts_scale.inference.loading import load_model
+    from llm4ts_scale.stats.metrics import write_metrics_json
 
     loaded = load_model(args.run_dir)
     if args.calibration is not None and loaded.conformal is not None:
@@ -143,8 +143,8 @@ def _run_baseline(args: argparse.Namespace) -> int:
     import torch
 
     from llm4ts_scale.baselines.simple import baseline_forecast
-    from llm4ts_scale.core.metrics import MetricAccumulator, write_metrics_json
     from llm4ts_scale.data.windows import WindowSpec, make_loader
+    from llm4ts_scale.stats.metrics import MetricAccumulator, write_metrics_json
 
     def forecast(batch):
         return baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
@@ -217,7 +217,7 @@ def _intervals(forecast, store, shape: tuple[int, int], batch_size: int, method:
 
 def _report(args, store, seq_len: int, pred_len: int, split: str, val: dict, test: dict, facts: dict) -> int:
     """--out {val, test}, and one JSON line of the chosen split with the baseline's facts."""
-    from llm4ts_scale.core.metrics import write_metrics_json
+    from llm4ts_scale.stats.metrics import write_metrics_json
 
     if args.out:
         write_metrics_json(args.out, {"val": val, "test": test})

@@ -40,7 +40,7 @@ HeadKind = Literal["flatten", "flatten+linear"]
 LogWith = Literal["tensorboard", "none"]
 # how test origins use the validation residuals: split (split conformal, exchangeable future) | adaptive (the
 # spread follows the errors as origins arrive: one ACI run) | aggregated (several ACI runs weighted by their
-# interval scores), llm4ts_scale/core/adaptive.py
+# interval scores), llm4ts_scale/stats/adaptive.py
 Calibration = Literal["split", "adaptive", "aggregated"]
 
 
@@ -175,7 +175,7 @@ class RunConfig:
     seed: int = 2023
     # forecast quantiles next to the point forecast: split-conformal, from the validation residuals
     quantiles: Any = field(default_factory=lambda: [0.1, 0.5, 0.9])
-    calibration: Calibration = "adaptive"  # split | adaptive | aggregated (README "Prediction intervals")
+    calibration: Calibration = "adaptive"  # split | adaptive | aggregated (docs/PROTOCOL.md, "Prediction intervals")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)

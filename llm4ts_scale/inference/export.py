@@ -6,7 +6,7 @@
     export/adapter/             the LoRA adapter in PEFT's own format (save_pretrained), for reuse
                                 with other PEFT tooling
     export/conformal.safetensors  the sorted normalized validation residuals behind the prediction
-                                intervals (llm4ts_scale/core/conformal.py)
+                                intervals (llm4ts_scale/stats/conformal.py)
     export/series.arrow         a panel's series (ids, scalers), so predict reads new data of known ids alike
 
 `Forecaster.save_pretrained` (llm4ts_scale/api.py) writes the same layout anywhere. Exports written
@@ -80,7 +80,7 @@ def write_export(export_dir: Path, config: RunConfig, store, model: torch.nn.Mod
 
 def read_extras(export_dir: Path) -> dict:
     """{CONFORMAL_FILE: ConformalTable or None, SERIES_FILE: path or None} of an export."""
-    from llm4ts_scale.core.conformal import ConformalTable
+    from llm4ts_scale.stats.conformal import ConformalTable
 
     export_dir = Path(export_dir)
     conformal = export_dir / CONFORMAL_FILE

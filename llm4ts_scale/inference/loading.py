@@ -27,7 +27,7 @@ class LoadedModel:
     precision: str  # "bf16" or "no"
     device: torch.device
     export_dir: Path
-    conformal: object = None  # llm4ts_scale/core/conformal.py:ConformalTable (None: an export without intervals)
+    conformal: object = None  # llm4ts_scale/stats/conformal.py:ConformalTable (None: an export without intervals)
     series_file: Path | None = None  # a panel's series table (ids and scalers)
 
     def forecast(self, x: torch.Tensor, x_mark: torch.Tensor, known: torch.Tensor | None = None,

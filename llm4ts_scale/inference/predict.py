@@ -1,6 +1,6 @@
 """Forecast the H steps after a history with an exported model, in the data's original units, with the
-quantiles of its conformal intervals (llm4ts_scale/core/conformal.py; with adaptive calibration each series
-starts from its width factor at the end of the test split, llm4ts_scale/core/adaptive.py).
+quantiles of its conformal intervals (llm4ts_scale/stats/conformal.py; with adaptive calibration each series
+starts from its width factor at the end of the test split, llm4ts_scale/stats/adaptive.py).
 
 Wide data: a `date` column and the training columns (targets and covariates), one history per table. Long
 data: rows of id, timestamp, target (and covariates), every id its own history, forecast together. A model
@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 
 from llm4ts_scale.core.config import check_quantiles
-from llm4ts_scale.core.conformal import window_scale
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.io import atomic_write_bytes, atomic_writer
 from llm4ts_scale.data.calendar import calendar_marks
 from llm4ts_scale.data.frame import Schema, frame_arrays, load_frame, panel_arrays, read_table
+from llm4ts_scale.stats.conformal import window_scale
 
 
 @dataclass
@@ -57,7 +57,7 @@ def forecast_rows(loaded, x: np.ndarray, marks: np.ndarray, known: np.ndarray | 
     """Standardized look-backs x [R, L] (marks [R, L, A], covariates known [R, L + H, K], past [R, L, K]) ->
     (point [R, H], quantiles [R, H, Q] or None), standardized, `batch_size` rows at a time. `series` [R]: each row's
     series in the training store (-1: unknown), whose adaptive width factor at the end of the known data the
-    intervals start from (llm4ts_scale/core/conformal.py:ConformalTable.stream_state)."""
+    intervals start from (llm4ts_scale/stats/conformal.py:ConformalTable.stream_state)."""
     if levels is not None and series is None:
         series = np.full(len(x), -1)
     state = loaded.conformal.stream_state(series) if levels is not None else None

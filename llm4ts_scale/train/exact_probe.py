@@ -3,7 +3,7 @@ objective on the frozen features, its penalties chosen on validation, in place o
 
 During linear probing nothing but the head trains, so the head's best weights are the solution of a
 least-squares problem on the frozen features. One pass over the training windows accumulates that
-problem's normal equations (llm4ts_scale/core/ridge.py), summed across ranks; one pass over the validation
+problem's normal equations (llm4ts_scale/stats/ridge.py), summed across ranks; one pass over the validation
 windows keeps their features; then every rank solves the same system for each candidate penalty and
 keeps the one with the lowest validation MSE (on the data's standardized scale, as the SGD stages are
 validated). The head that comes out does not depend on the number of processes.
@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.core.precision import autocast
-from llm4ts_scale.core.ridge import (
+from llm4ts_scale.core.weights import gathered, load_tunable_state
+from llm4ts_scale.data.windows import rank_num_samples
+from llm4ts_scale.evaluation import gather_rows, lockstep_batches, release_gathered
+from llm4ts_scale.stats.metrics import MetricAccumulator
+from llm4ts_scale.stats.ridge import (
     DualBlock,
     GramAccumulator,
     PrimalBlock,
@@ -37,9 +40,6 @@ from llm4ts_scale.core.ridge import (
     rows_times,
     with_intercept,
 )
-from llm4ts_scale.core.weights import gathered, load_tunable_state
-from llm4ts_scale.data.windows import rank_num_samples
-from llm4ts_scale.evaluation import gather_rows, lockstep_batches, release_gathered
 
 
 @dataclass

@@ -19,7 +19,6 @@ from llm4ts_scale.core.config import RunConfig
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.io import file_sha256
 from llm4ts_scale.core.log import get_logger
-from llm4ts_scale.core.metrics import write_metrics_json
 from llm4ts_scale.core.run_state import RunState
 from llm4ts_scale.core.topology import Topology
 from llm4ts_scale.core.weights import load_tunable_state, load_weights
@@ -32,6 +31,7 @@ from llm4ts_scale.inference.export import write_export
 from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.model.partitioned import zero3_enabled
+from llm4ts_scale.stats.metrics import write_metrics_json
 from llm4ts_scale.train.accelerator import build_accelerator
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
 from llm4ts_scale.train.stage import run_stage, steps_per_epoch

@@ -15,8 +15,8 @@ import torch
 
 from llm4ts_scale.baselines.simple import baseline_forecast
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.data.windows import WindowSpec, make_loader
+from llm4ts_scale.stats.metrics import MetricAccumulator
 
 L, H = 336, 96
 

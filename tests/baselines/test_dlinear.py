@@ -13,8 +13,8 @@ import torch
 
 from llm4ts_scale.baselines.dlinear import DLinear, DLinearRecipe, train_dlinear
 from llm4ts_scale.baselines.simple import baseline_forecast
-from llm4ts_scale.core.metrics import MetricAccumulator
 from llm4ts_scale.data.windows import WindowSpec, make_loader, rank_num_samples
+from llm4ts_scale.stats.metrics import MetricAccumulator
 
 L, H, FEW_SHOT = 336, 96, 10
 TEST_SAMPLES = 19495  # 7 channels x 2,785 test windows

@@ -52,8 +52,8 @@ def test_predict_continues_the_series_in_original_units(ili_run_dir, history, tm
     assert np.abs(got).max() > 10  # original units (ILI counts are in the thousands), not standardized
 
     # the intervals start from each channel's adaptive state at the end of the test split (calibration: adaptive)
-    from llm4ts_scale.core.conformal import window_scale
     from llm4ts_scale.inference.export import CONFORMAL_FILE, export_dir_of, read_extras
+    from llm4ts_scale.stats.conformal import window_scale
 
     table = read_extras(export_dir_of(ili_run_dir))[CONFORMAL_FILE]
     assert table.method == "adaptive" and len(table.factors) == len(channels)

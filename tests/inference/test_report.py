@@ -105,9 +105,9 @@ def test_the_interval_figures_come_from_metrics_json_alone(tmp_path):
     """Coverage per step and the reliability diagram from a real interval scoring, no model needed."""
     import torch
 
-    from llm4ts_scale.core.conformal import ConformalTable
-    from llm4ts_scale.core.intervals import SplitRows, interval_metrics
     from llm4ts_scale.inference.report import intervals_section
+    from llm4ts_scale.stats.conformal import ConformalTable
+    from llm4ts_scale.stats.intervals import SplitRows, interval_metrics
 
     g = torch.Generator().manual_seed(0)
     n, h = 600, 16

@@ -11,7 +11,7 @@ validation windows, P(y[h] <= q_tau) >= tau for tau >= 1/2 and P(y[h] < q_tau) <
 guarantee of split conformal), so [q_0.1, q_0.9] covers at least 80 %. Any model gets the same treatment:
 the LLM, and the baselines it is compared with. A level too extreme for n (k outside 1..n) is refused.
 When test origins do not look like validation, `method="adaptive"` keeps this table's per-step shape and lets
-its spread follow the errors as origins arrive (llm4ts_scale/core/adaptive.py).
+its spread follow the errors as origins arrive (llm4ts_scale/stats/adaptive.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ConformalTable:
 
     `method` is how test origins use it: "split" (the table as is), "adaptive" or "aggregated" (each stream's spread scaled by
     a width factor and its centre shifted, both following the errors as origins arrive,
-    llm4ts_scale/core/adaptive.py). `factors` and `shifts` [S] are that state for the streams `factor_keys` [S]
+    llm4ts_scale/stats/adaptive.py). `factors` and `shifts` [S] are that state for the streams `factor_keys` [S]
     (series ids) once the last split scored with the table was observed to its end: where a new forecast after
     the known data (predict) starts from."""
 

@@ -13,9 +13,9 @@ import torch
 from launching import cli
 
 from llm4ts_scale.core.config import check_quantiles, load_config
-from llm4ts_scale.core.conformal import CRPS_LEVELS, ConformalTable, order_index, window_scale
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.metrics import ProbabilisticAccumulator
+from llm4ts_scale.stats.conformal import CRPS_LEVELS, ConformalTable, order_index, window_scale
+from llm4ts_scale.stats.metrics import ProbabilisticAccumulator
 
 
 def test_quantiles_are_the_split_conformal_order_statistics():

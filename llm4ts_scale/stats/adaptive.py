@@ -1,6 +1,6 @@
 """Adaptive conformal intervals for test origins that arrive in order: ACI on the width, alone or aggregated.
 
-Split conformal (llm4ts_scale/core/conformal.py) promises its coverage only when the test windows look like the
+Split conformal (llm4ts_scale/stats/conformal.py) promises its coverage only when the test windows look like the
 validation windows. When the future is more volatile (ILI's test years hold bigger flu seasons than its
 validation years) its intervals cover far less than they say. Here each stream (one series or channel) carries
 one width factor f, 1 at the first origin of a split (split conformal exactly); the quantile tau of step h of
@@ -21,7 +21,7 @@ split conformal) go side by side and the issued log f is their weighted mean; ea
 by exp(-ETA * its interval score on the forecasts just observed), the score in units of the table's own mean
 score on validation (the aggregated ACI of Zaffran et al. 2022, with exponential weights as in Gibbs & Candes
 2022): `calibration: aggregated`. A single gamma (`gammas=(g,)`) is plain ACI: `calibration: adaptive`, the
-default, which the validation protocol preferred by a hair (README "Prediction intervals"). Each run's f
+default, which the validation protocol preferred by a hair (docs/PROTOCOL.md, "Prediction intervals"). Each run's f
 is kept within [1/FACTOR_BOUND, FACTOR_BOUND]:
 on ETTh1's validation an unbounded fast run drifted far enough for the weighted mean to double a baseline's
 widths (DLinear, H=336), and a factor of 4 is already far past anything the slow runs reach.
@@ -34,7 +34,7 @@ correlated errors makes b wander, widening intervals by 10 % and CRPS by 12 %; o
 Every forecast of the latest observed value reports at once, so the feedback is current at every horizon (a
 one-step-ahead forecast alone would tell only about step 1). Under exchangeability the misses average 0.2 and
 f stays near 1; when errors grow, the runs' f grow until the 80 % intervals miss 20 % of the time again. ETA and
-the bound were chosen on validation (tools/bench_intervals.py, README "Prediction intervals").
+the bound were chosen on validation (tools/bench_intervals.py, docs/PROTOCOL.md, "Prediction intervals").
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llm4ts_scale.core.conformal import INTERVAL_80
+from llm4ts_scale.stats.conformal import INTERVAL_80
 
 ADAPTIVE_GAMMA = 0.01  # `calibration: adaptive`: one ACI run, its step chosen on the validation splits of ETTh1 and ILI
 GAMMAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # `calibration: aggregated`: the ACI runs (steps of log f per origin)

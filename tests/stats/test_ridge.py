@@ -1,4 +1,4 @@
-"""The exact ridge solver (llm4ts_scale/core/ridge.py) against numpy's least squares on the augmented system."""
+"""The exact ridge solver (llm4ts_scale/stats/ridge.py) against numpy's least squares on the augmented system."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm4ts_scale.core.ridge import (
+from llm4ts_scale.stats.ridge import (
     DualBlock,
     GramAccumulator,
     PrimalBlock,

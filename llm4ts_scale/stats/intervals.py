@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from llm4ts_scale.core import adaptive
-from llm4ts_scale.core.adaptive import AciSettings, AdaptiveRun, adaptive_run
-from llm4ts_scale.core.conformal import CRPS_LEVELS, INTERVAL_80, ConformalTable
-from llm4ts_scale.core.metrics import ProbabilisticAccumulator
+from llm4ts_scale.stats import adaptive
+from llm4ts_scale.stats.adaptive import AciSettings, AdaptiveRun, adaptive_run
+from llm4ts_scale.stats.conformal import CRPS_LEVELS, INTERVAL_80, ConformalTable
+from llm4ts_scale.stats.metrics import ProbabilisticAccumulator
 
 CHUNK_ROWS = 2048  # rows of [rows, H, Q] quantiles held at once (ETTh1 H=720: 100 MB)
 
@@ -50,7 +50,7 @@ def adaptive_state(rows: SplitRows, table: ConformalTable, settings: AciSettings
 
 def interval_metrics(rows: SplitRows, table: ConformalTable, mase_scale: torch.Tensor,
                      settings: AciSettings | None = None) -> dict:
-    """crps, wql, coverage_80, width_80, mase, the calibration figures (llm4ts_scale/core/metrics.py), and which
+    """crps, wql, coverage_80, width_80, mase, the calibration figures (llm4ts_scale/stats/metrics.py), and which
     calibration made them. An adaptive table is left holding the streams' state at the end of the split."""
     run = adaptive_state(rows, table, settings)
     if run is not None:

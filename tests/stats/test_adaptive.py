@@ -1,4 +1,4 @@
-"""Adaptive conformal intervals (llm4ts_scale/core/adaptive.py): they match split conformal when the future looks
+"""Adaptive conformal intervals (llm4ts_scale/stats/adaptive.py): they match split conformal when the future looks
 like validation, recover their 80 % after a level shift where split conformal does not, never use a target
 before it is observed, carry their state into an export, and reach metrics.json through the CLI."""
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 from launching import cli
 
-from llm4ts_scale.core.adaptive import ADAPTIVE_GAMMA, ETA, FACTOR_BOUND, GAMMAS, AciSettings, adaptive_run
 from llm4ts_scale.core.config import load_config
-from llm4ts_scale.core.conformal import INTERVAL_80, ConformalTable
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.intervals import SplitRows, adaptive_state, interval_metrics
+from llm4ts_scale.stats.adaptive import ADAPTIVE_GAMMA, ETA, FACTOR_BOUND, GAMMAS, AciSettings, adaptive_run
+from llm4ts_scale.stats.conformal import INTERVAL_80, ConformalTable
+from llm4ts_scale.stats.intervals import SplitRows, adaptive_state, interval_metrics
 
 S, T, H = 4, 2000, 12  # streams, origins per stream, horizon
 FIRST_ORIGIN = 5000

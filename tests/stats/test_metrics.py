@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from llm4ts_scale.core.metrics import MetricAccumulator, write_metrics_json
+from llm4ts_scale.stats.metrics import MetricAccumulator, write_metrics_json
 
 
 def _direct(pred: np.ndarray, target: np.ndarray) -> dict:
