@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from llm4ts_scale.core.errors import UserError
-from llm4ts_scale.core.stages import STAGE_NAMES, TRAINABLE_GROUPS, stage_spec
+from llm4ts_scale.core.stages import STAGE_NAMES, TRAINABLE_GROUPS, probes, stage_spec
 
 SplitRule = Literal["auto", "ett-hourly", "ett-minute", "ratio"]
 Fill = Literal["none", "ffill"]  # ffill: forward-fill NaN instead of refusing
@@ -462,7 +462,7 @@ def validate(c: RunConfig) -> None:
         groups = stage_groups(c, name)
         _check(s.groups == "default" or (isinstance(s.groups, list) and s.groups and set(s.groups) <= set(TRAINABLE_GROUPS)),
                f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
-        _check(s.solver == "sgd" or (stage_spec(name).task == "forecast" and groups <= {"head"}),
+        _check(s.solver == "sgd" or probes(stage_spec(name).task, groups),
                f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
         if s.data:
             _check(name == "align", f"stages.{name}.data: only the alignment stage reads a corpus; drop it")

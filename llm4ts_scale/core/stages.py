@@ -24,8 +24,13 @@ class StageSpec:
 
     @property
     def probes(self) -> bool:
-        """Only the forecasting head trains: the frozen part's features can be computed once (LP cache)."""
-        return self.task == "forecast" and self.groups <= {"head"}
+        return probes(self.task, self.groups)
+
+
+def probes(task: str, groups) -> bool:
+    """Linear probing: a forecasting stage in which only the head trains, so the frozen part's features are the same
+    every epoch (computed once: the LP cache) and the head can be solved in closed form (solver: exact)."""
+    return task == "forecast" and set(groups) <= {"head"}
 
 
 STAGES: tuple[StageSpec, ...] = (

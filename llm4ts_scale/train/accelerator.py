@@ -101,3 +101,12 @@ def build_accelerator(config: RunConfig, ds_config_path: str | None, project_dir
     )
     set_seed(config.seed)
     return accelerator, precision, reason
+
+
+def serving_engine(accelerator, model):
+    """What runs forwards of `model` outside training on every rank: the module itself, or under ZeRO-3 a DeepSpeed
+    engine without optimizer (the model arrives partitioned; the engine gathers each module's weights for its
+    forward and releases them after)."""
+    from llm4ts_scale.model.partitioned import zero3_enabled
+
+    return accelerator.prepare(model) if zero3_enabled() else model.to(accelerator.device)

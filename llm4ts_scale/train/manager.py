@@ -32,9 +32,11 @@ from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.model.partitioned import zero3_enabled
 from llm4ts_scale.stats.metrics import write_metrics_json
-from llm4ts_scale.train.accelerator import build_accelerator
+from llm4ts_scale.train.accelerator import build_accelerator, serving_engine
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
-from llm4ts_scale.train.stage import run_stage, steps_per_epoch
+from llm4ts_scale.train.probe_stage import ExactProbeStage
+from llm4ts_scale.train.sgd_stage import SgdStage
+from llm4ts_scale.train.stage import StageResult, steps_per_epoch
 from llm4ts_scale.train.telemetry import AnonPeak
 
 log = get_logger(__name__)
@@ -197,6 +199,15 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     return metrics
 
 
+RECIPES = {"sgd": SgdStage, "exact": ExactProbeStage}  # stages.<name>.solver -> the recipe that runs the stage
+
+
+def run_stage(accelerator, config: RunConfig, store, stage: str, init_state: dict | None, precision: str,
+              corpus=None) -> StageResult:
+    recipe = RECIPES[config.stages[stage].solver]
+    return recipe(accelerator, config, store, stage, init_state, precision, corpus=corpus).run()
+
+
 def _ensure_artifact(accelerator, config: RunConfig, store, state: RunState, weights: dict, precision: str) -> None:
     """The finished alignment stage as an aligned-backbone artifact (llm4ts_scale/train/aligned.py), once. Every rank
     calls it: under ZeRO-3 building the model is a collective."""
@@ -221,12 +232,6 @@ def load_trained_model(config: RunConfig, calendar_attrs: list[str], state: dict
     if not zero3_enabled():
         model = model.to(device)
     return model.eval()
-
-
-def serving_engine(accelerator, model):
-    """What scores `model` on every rank: the module itself, or under ZeRO-3 a DeepSpeed engine without optimizer
-    (it gathers each module's weights for its forward and releases them after)."""
-    return accelerator.prepare(model) if zero3_enabled() else model
 
 
 def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunState, weights: dict, precision: str) -> dict:

@@ -16,7 +16,8 @@ from llm4ts_scale.core.weights import load_tunable_state
 from llm4ts_scale.train.accelerator import cpu_threads
 from llm4ts_scale.train.checkpoints import MANIFEST, PROGRESS, _manifest, usable_checkpoint, verify
 from llm4ts_scale.train.ds_config import fill_auto
-from llm4ts_scale.train.stage import Progress, make_scheduler, stage_horizon, steps_per_epoch
+from llm4ts_scale.train.sgd_stage import make_scheduler
+from llm4ts_scale.train.stage import Progress, stage_horizon, steps_per_epoch
 
 
 def cfg(*overrides):
@@ -201,7 +202,7 @@ def test_an_epoch_leaves_no_stale_gradient_with_grad_accum(etth1_store, tmp_path
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    from llm4ts_scale.train.stage import StageRecipe
+    from llm4ts_scale.train.sgd_stage import SgdStage
 
     backbone = tiny_llama(tmp_path / "llama", layers=2, hidden=32)
     config = load_config(None, [f"model.backbone={backbone}", "model.layers=2", "model.quantize=none",
@@ -209,7 +210,7 @@ def test_an_epoch_leaves_no_stale_gradient_with_grad_accum(etth1_store, tmp_path
                                 "train.limit_train_batches=10", "train.log_with=none", f"run_dir={tmp_path / 'run'}"])
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=3)
     try:
-        recipe = StageRecipe(accelerator, config, etth1_store, "ft", None, "no")
+        recipe = SgdStage(accelerator, config, etth1_store, "ft", None, "no")
         recipe.setup()
         assert recipe.steps == 9
         for epoch in range(2):
