@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -106,15 +107,17 @@ def _broadcast(accelerator, obj):
     return box[0]
 
 
-def _preflight(config: RunConfig, store, world_size: int, corpus=None) -> None:
-    """Refuse data that cannot feed this run before anything is written to the run directory."""
+def _preflight(config: RunConfig, store, world_size: int, corpus=None) -> tuple[dict, dict] | None:
+    """Refuse data that cannot feed this run before anything is written to the run directory; returns the aligned
+    backbone of model.aligned_from (weights, record), read once, or None."""
     d = config.data
     for split in ("train", "val", "test"):
         store.num_samples(split, d.seq_len, d.pred_len, d.few_shot_percent if split == "train" else 100)
     for stage in config.active_stages():
         steps_per_epoch(config, store, world_size, stage, corpus)
     if config.model.aligned_from:
-        load_aligned(config)  # a missing or mismatched artifact is refused here, before run.json exists
+        return load_aligned(config)  # a missing or mismatched artifact is refused here, before run.json exists
+    return None
 
 
 def _verified_weights(path: Path, sha256: str | None) -> dict:
@@ -124,9 +127,25 @@ def _verified_weights(path: Path, sha256: str | None) -> dict:
     return load_weights(path)
 
 
-def train(config: RunConfig, ds_config: str | None = None, restart: bool = False, stop_after: str | None = None) -> dict:
-    """Run every pending stage, then test and export; returns the test metrics. `stop_after="align"` (the
-    `llm4ts-scale align` command) stops once the aligned backbone is written."""
+@dataclass
+class RunOutcome:
+    """What `train` leaves, on every path (finished before, stopped after a stage, tested): the test metrics ({} when
+    the test was not scored: train.test=false, a stop after a stage) and the last stage's best validation metrics.
+    Read from run.json, so every rank returns the same."""
+    run_dir: Path
+    test: dict
+    val: dict
+
+    @classmethod
+    def read(cls, run_dir: Path, last_stage: str) -> RunOutcome:
+        state = RunState.read(run_dir)
+        return cls(run_dir, state.test.get("metrics") or {}, state.stage(last_stage).get("val") or {})
+
+
+def train(config: RunConfig, ds_config: str | None = None, restart: bool = False,
+          stop_after: str | None = None) -> RunOutcome:
+    """Run every pending stage, then test and export. `stop_after="align"` (the `llm4ts-scale align` command) stops
+    once the aligned backbone is written."""
     run_dir = Path(config.run_dir)
     AnonPeak.start()  # per-rank memory telemetry counts loading too (train/telemetry.py)
     accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
@@ -137,14 +156,15 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         if config.stages.align.data and "align" in config.active_stages():
             corpus = open_corpus(config.stages.align.data, store, config.data.few_shot_percent, seed=config.seed,
                                  fill=config.data.fill)
-        _preflight(config, store, accelerator.num_processes, corpus)
+        aligned = _preflight(config, store, accelerator.num_processes, corpus)
         backbone_config(config.model.backbone, config.model.layers)  # converts a built-in alias once
     AnonPeak.mark_floor()  # what the process holds before any model: the floor of the memory plan
     state = _open_run_state(accelerator, config, store, restart, precision, precision_reason)
+    last_stage = stop_after or config.active_stages()[-1]
     if state.finished:
         if main:
             log.info(f"run {run_dir} is already finished; nothing to do (pass --restart to train again)")
-        return state.test.get("metrics", {})
+        return RunOutcome.read(run_dir, last_stage)
     if config.train.log_with != "none":
         accelerator.init_trackers("llm4ts", config=_flat("", config.to_dict(), {}))
     if main:
@@ -154,8 +174,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
         log.debug(f"config hash {state.data.get('config_hash')}, data fingerprint {store.fingerprint}")
 
     init_state = None
-    if config.model.aligned_from:  # an aligned backbone from another run stands in for the alignment stage
-        init_state, record = load_aligned(config)
+    if aligned is not None:  # an aligned backbone from another run stands in for the alignment stage
+        init_state, record = aligned
         if main and state.set_aligned_from(record):
             state.save()
     for stage in config.active_stages():
@@ -186,17 +206,14 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
             _ensure_artifact(accelerator, config, store, state, init_state, precision)
         if stage == stop_after:
             break
-    if stop_after is not None:
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        return state.stage(stop_after).get("val", {}) if main else {}
-
-    metrics = evaluate_and_export(accelerator, config, store, state, init_state, precision)
+    if stop_after is None:
+        evaluate_and_export(accelerator, config, store, state, init_state, precision)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
-    if main and config.train.compare_baselines and config.train.test:  # after the last collective: the other ranks may exit
-        state.add_baselines(compare_with_baselines(config, store))
+    if main and stop_after is None and config.train.compare_baselines and config.train.test:
+        state.add_baselines(compare_with_baselines(config, store))  # after the last collective: others may exit
         state.save()
-    return metrics
+    return RunOutcome.read(run_dir, last_stage)
 
 
 RECIPES = {"sgd": SgdStage, "exact": ExactProbeStage}  # stages.<name>.solver -> the recipe that runs the stage

@@ -22,11 +22,12 @@ def test_a_finished_run_returns_its_metrics_without_training(ili_run_dir, capsys
 
     before = (ili_run_dir / "run.json").read_text()
     try:
-        metrics = train(_config(ili_run_dir))
+        outcome = train(_config(ili_run_dir))
     finally:  # the in-process Accelerator must not leak into other tests
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
-    assert metrics == json.loads(before)["test"]["metrics"]
+    assert outcome.test == json.loads(before)["test"]["metrics"]
+    assert outcome.val == json.loads(before)["stages"]["ft"]["val"] and outcome.run_dir == ili_run_dir
     assert "already finished" in capsys.readouterr().out
     assert (ili_run_dir / "run.json").read_text() == before
 
