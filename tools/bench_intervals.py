@@ -99,19 +99,10 @@ def open_dataset(name: str):
 
 
 def forecaster(baseline: str, store, seq_len: int, pred_len: int, few_shot: int):
-    from llm4ts_scale.baselines.simple import baseline_forecast
+    """The baseline fitted through the baselines' one face (llm4ts_scale/baselines/registry.py)."""
+    from llm4ts_scale.baselines.registry import Windows, fit
 
-    if baseline == "naive":
-        return lambda b: baseline_forecast("naive", b["x"], pred_len)
-    if baseline == "rlinear":
-        from llm4ts_scale.baselines.rlinear import fit_rlinear, forecast
-
-        fit = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot)
-        return lambda b: forecast(fit.weight, b["x"], b.get("known"), b.get("past"))
-    from llm4ts_scale.baselines.dlinear import train_dlinear
-
-    result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=2023)
-    return lambda b: result.model(b["x"])
+    return fit(baseline, Windows(store, seq_len, pred_len, few_shot, seed=2023)).forecast
 
 
 def subset(rows: SplitRows, keep: torch.Tensor) -> SplitRows:

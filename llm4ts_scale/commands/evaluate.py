@@ -30,7 +30,6 @@ rlinear (RevIN + ridge regression on the look-back, Li et al. 2023) is solved in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from llm4ts_scale.commands.data_flags import add_data_arguments, schema_of
@@ -115,14 +114,12 @@ def run(args: argparse.Namespace) -> int | None:
     if args.set is not None and args.baseline != "patchtst":
         raise UserError(f"--set only applies to --baseline patchtst, not {args.baseline}; drop it")
     if args.baseline in TRAINED:
-        return _run_trained(args)
+        return _run_fitted(args)
     for flag, attr, _ in _TRAINING_FLAGS:
         if getattr(args, attr) is not None and not (args.baseline == "rlinear" and attr == "few_shot_percent"):
             raise UserError(f"{flag} only applies to --baseline {' or '.join(TRAINED)} ({args.baseline} trains no "
                             "epochs); drop it")
-    if args.baseline == "rlinear":
-        return _run_rlinear(args)
-    return _run_baseline(args)
+    return _run_fitted(args) if args.baseline == "rlinear" else _run_baseline(args)
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
@@ -142,12 +139,11 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
     import torch
 
-    from llm4ts_scale.baselines.simple import baseline_forecast
+    from llm4ts_scale.baselines.registry import Windows, fit
     from llm4ts_scale.data.windows import WindowSpec, make_loader
     from llm4ts_scale.stats.metrics import MetricAccumulator, write_metrics_json
 
-    def forecast(batch):
-        return baseline_forecast(args.baseline, batch["x"], pred_len, period=args.period)
+    forecast = fit(args.baseline, Windows(store, seq_len, pred_len), period=args.period).forecast
 
     if split == "test" and not args.original_scale:  # with split-conformal intervals from the validation windows
         result = _intervals(forecast, store, (seq_len, pred_len), args.batch_size, _method(args))
@@ -227,22 +223,9 @@ def _report(args, store, seq_len: int, pred_len: int, split: str, val: dict, tes
     return 0
 
 
-def _run_rlinear(args: argparse.Namespace) -> int:
-    few_shot = args.few_shot_percent if args.few_shot_percent is not None else 100
-    store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
-
-    from llm4ts_scale.baselines.rlinear import fit_rlinear, forecast
-
-    result = fit_rlinear(store, seq_len, pred_len, few_shot_percent=few_shot, batch_size=args.batch_size)
-    test = _intervals(lambda b: forecast(result.weight, b["x"], b.get("known"), b.get("past")), store,
-                      (seq_len, pred_len), args.batch_size, _method(args))
-    return _report(args, store, seq_len, pred_len, split, result.val, test, {
-        "alpha": result.alpha, **({"alpha_cov": result.alpha_cov} if result.alpha_cov else {}),
-        "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})
-
-
-def _run_trained(args: argparse.Namespace) -> int:
-    """dlinear or patchtst: trained on the train split, the best-validation epoch kept, then scored."""
+def _run_fitted(args: argparse.Namespace) -> int:
+    """dlinear, patchtst (the best-validation epoch kept) or rlinear (the penalty chosen on validation): fitted on the
+    train split through the baselines' one face (llm4ts_scale/baselines/registry.py), then scored."""
     from llm4ts_scale.core.errors import UserError
 
     few_shot, epochs, lr, seed = (getattr(args, attr) if getattr(args, attr) is not None else default
@@ -251,31 +234,22 @@ def _run_trained(args: argparse.Namespace) -> int:
         raise UserError(f"--epochs must be positive, got {epochs}")
     if lr is not None and not 0 < lr < float("inf"):  # also refuses nan
         raise UserError(f"--lr must be a positive number, got {lr}")
+    recipe = None
     if args.baseline == "patchtst":  # the recipe first: a bad --set is refused before data is opened
         from llm4ts_scale.baselines.patchtst import recipe_from_pairs
 
         recipe = recipe_from_pairs([*(args.set or []), *([f"epochs={epochs}"] if epochs else []),
                                     *([f"lr={lr}"] if lr else []), f"eval_batch_size={args.batch_size}"])
-    store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
-
-    if args.baseline == "patchtst":
-        from llm4ts_scale.baselines.patchtst import train_patchtst
-
-        if recipe.patch_len > seq_len:
-            raise UserError(f"--set patch_len={recipe.patch_len} exceeds --seq-len {seq_len}; lower it")
-        result = train_patchtst(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
-                                recipe=recipe)
-        settings, val_stride = {"lr": recipe.lr, "recipe": dataclasses.asdict(recipe)}, recipe.val_stride
-    else:
-        from llm4ts_scale.baselines.dlinear import DLinearRecipe, train_dlinear
+    elif args.baseline == "dlinear":
+        from llm4ts_scale.baselines.dlinear import DLinearRecipe
 
         recipe = DLinearRecipe(**({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
                                eval_batch_size=args.batch_size)
-        result = train_dlinear(store, seq_len, pred_len, few_shot_percent=few_shot, seed=seed, show_progress=True,
-                               recipe=recipe)
-        settings, val_stride = {"lr": recipe.lr}, 1
-    test = _intervals(lambda b: result.model(b["x"]), store, (seq_len, pred_len), args.batch_size, _method(args),
-                      val_stride)
-    return _report(args, store, seq_len, pred_len, split, result.val, test, {
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": seed, **settings,
-        "few_shot_percent": few_shot, "train_windows": result.train_windows, "wall_time_s": round(result.wall_time_s, 3)})
+    store, seq_len, pred_len, split = _trained_baseline_store(args, few_shot)
+
+    from llm4ts_scale.baselines.registry import Windows, fit
+
+    fitted = fit(args.baseline, Windows(store, seq_len, pred_len, few_shot, seed, batch_size=args.batch_size),
+                 recipe=recipe, show_progress=True)
+    test = _intervals(fitted.forecast, store, (seq_len, pred_len), args.batch_size, _method(args), fitted.val_stride)
+    return _report(args, store, seq_len, pred_len, split, fitted.val, test, fitted.facts)

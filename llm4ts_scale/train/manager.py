@@ -304,45 +304,23 @@ def compare_with_baselines(config: RunConfig, store) -> dict:
     """Naive (repeat the last value), DLinear, PatchTST (from scratch, selected on the run's validation windows)
     and rlinear on the same test windows, each with the same conformal intervals as the model, printed
     under the model's score: the floors a forecaster must clear (docs/ARCHITECTURE.md section 4)."""
-    from llm4ts_scale.baselines.dlinear import train_dlinear
-    from llm4ts_scale.baselines.patchtst import PatchTSTRecipe, train_patchtst
-    from llm4ts_scale.baselines.rlinear import fit_rlinear
-    from llm4ts_scale.baselines.rlinear import forecast as rlinear_forecast
-    from llm4ts_scale.baselines.simple import baseline_forecast
+    from llm4ts_scale.baselines.patchtst import PatchTSTRecipe
+    from llm4ts_scale.baselines.registry import Windows, fit
 
     d = config.data
     val, test = WindowSpec("val", d.seq_len, d.pred_len, step=d.val_stride), WindowSpec("test", d.seq_len, d.pred_len)
     train_samples = store.num_samples("train", d.seq_len, d.pred_len, d.few_shot_percent)
+    windows = Windows(store, d.seq_len, d.pred_len, d.few_shot_percent, config.seed)
+    recipes = {"patchtst": PatchTSTRecipe(patch_len=min(d.patch_len, d.seq_len), stride=d.stride, val_stride=d.val_stride)}
+    limits = {"dlinear": DLINEAR_MAX_TRAIN_SAMPLES, "patchtst": PATCHTST_MAX_TRAIN_SAMPLES}
     out, lines = {}, []
-
-    def add(name: str, forecast, facts: dict, note: str) -> None:
-        out[name] = {**score_with_intervals(forecast, store, val, test, method=config.calibration), **facts}
-        m = out[name]
-        lines.append(f"{name + ':':<9} mse {m['mse']:.6f}  mae {m['mae']:.6f}  {_interval_summary(m)}  ({note})")
-
-    add("naive", lambda b: baseline_forecast("naive", b["x"], d.pred_len), {}, "repeat the last value")
-    if train_samples <= DLINEAR_MAX_TRAIN_SAMPLES:
-        result = train_dlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed)
-        add("dlinear", lambda b: result.model(b["x"]), {"val_mse": result.val["mse"], "best_epoch": result.best_epoch,
-                                                       "wall_time_s": round(result.wall_time_s, 1)},
-            f"trained on the same training windows in {result.wall_time_s:.0f} s, epoch chosen on validation")
-    else:
-        lines.append("dlinear: skipped (too many training windows); run llm4ts-scale evaluate --baseline dlinear")
-    if train_samples <= PATCHTST_MAX_TRAIN_SAMPLES:
-        recipe = PatchTSTRecipe(patch_len=min(d.patch_len, d.seq_len), stride=d.stride, val_stride=d.val_stride)
-        tst = train_patchtst(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent, seed=config.seed,
-                             recipe=recipe, show_progress=True)
-        add("patchtst", lambda b: tst.model(b["x"]), {"val_mse": tst.val["mse"], "best_epoch": tst.best_epoch,
-                                                     "epochs_run": len(tst.history), "wall_time_s": round(tst.wall_time_s, 1)},
-            f"a transformer trained from scratch on the same windows in {tst.wall_time_s:.0f} s, epoch "
-            f"{tst.best_epoch} of {len(tst.history)} chosen on validation")
-    else:
-        lines.append("patchtst: skipped (too many training windows); run llm4ts-scale evaluate --baseline patchtst")
-    rl = fit_rlinear(store, d.seq_len, d.pred_len, few_shot_percent=d.few_shot_percent)
-    add("rlinear", lambda b: rlinear_forecast(rl.weight, b["x"], b.get("known"), b.get("past")),
-        {"val_mse": rl.val["mse"], "alpha": rl.alpha, **({"alpha_cov": rl.alpha_cov} if rl.alpha_cov else {}),
-         "wall_time_s": round(rl.wall_time_s, 1)},
-        f"RevIN + ridge on the look-back{' and covariates' if rl.alpha_cov else ''}, closed form in "
-        f"{rl.wall_time_s:.0f} s, penalty {rl.alpha:.3g} chosen on validation")
+    for name in ("naive", "dlinear", "patchtst", "rlinear"):
+        if train_samples > limits.get(name, train_samples):
+            lines.append(f"{name}: skipped (too many training windows); run llm4ts-scale evaluate --baseline {name}")
+            continue
+        fitted = fit(name, windows, recipe=recipes.get(name), show_progress=name == "patchtst")
+        m = out[name] = {**score_with_intervals(fitted.forecast, store, val, test, method=config.calibration),
+                         **({"val_mse": fitted.val["mse"]} if fitted.val else {}), **fitted.facts}
+        lines.append(f"{name + ':':<9} mse {m['mse']:.6f}  mae {m['mae']:.6f}  {_interval_summary(m)}  ({fitted.note})")
     log.info("\n".join(lines))
     return out
