@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from llm4ts_scale.core import heap
 from llm4ts_scale.core.config import RunConfig
 from llm4ts_scale.core.errors import UserError
 from llm4ts_scale.core.io import file_sha256
@@ -33,7 +34,7 @@ from llm4ts_scale.model import build_model
 from llm4ts_scale.model.backbone import backbone_config
 from llm4ts_scale.model.partitioned import zero3_enabled
 from llm4ts_scale.stats.metrics import write_metrics_json
-from llm4ts_scale.train.accelerator import build_accelerator, serving_engine
+from llm4ts_scale.train.accelerator import build_accelerator, release_engine, serving_engine
 from llm4ts_scale.train.aligned import artifact_dir, load_aligned, write_artifact
 from llm4ts_scale.train.probe_stage import ExactProbeStage
 from llm4ts_scale.train.sgd_stage import SgdStage
@@ -193,6 +194,7 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
                                   if corpus and stage == "align" else {}))
             state.save()
         result = run_stage(accelerator, config, store, stage, init_state, precision, corpus=corpus)
+        heap.release()  # the stage's model and engine, released by the recipe (train/accelerator.py:release_engine)
         if main:
             state.update_stage(stage, status="done", best_epoch=result.best_epoch, val=result.val, solver=result.solver,
                                start_val=result.start_val, kept_start=result.best_epoch == 0,
@@ -284,6 +286,7 @@ def evaluate_and_export(accelerator, config: RunConfig, store, run_state: RunSta
             run_state.set_test(status="skipped")
         run_state.save()
     accelerator.wait_for_everyone()
+    release_engine(accelerator, scorer)
     return results.get("test", results.get("val"))
 
 

@@ -30,6 +30,7 @@ from llm4ts_scale.data.corpus import corpus_rank_samples
 from llm4ts_scale.data.windows import WindowSpec, rank_num_samples
 from llm4ts_scale.evaluation import eval_batch_size, evaluate_split
 from llm4ts_scale.model import build_model
+from llm4ts_scale.train.accelerator import release_engine
 from llm4ts_scale.train.feature_cache import FeatureCache
 from llm4ts_scale.train.hooks import FaultPoints, StageHook, WindowChecksum
 from llm4ts_scale.train.telemetry import StageTelemetry
@@ -216,7 +217,8 @@ class StageRecipe:
         self.telemetry.write(self.stage_dir / f"rank{acc.process_index}.json")
         acc.wait_for_everyone()
         self.caches.clear()
-        acc.free_memory(*(o for o in (self.model, self.optimizer) if o is not None))
+        release_engine(acc, self.model, self.optimizer)
+        self.model = self.unwrapped = self.optimizer = None  # the manager returns the freed memory once this recipe is gone
         return StageResult(best_epoch=p.best_epoch, val={"mse": best["val_loss"], "mae": best["val_mae"]},
                            history=p.history, wall_time_s=time.time() - self.started, trainable_params=self.trainable,
                            start_val=p.start_val, solver=self.solver)
