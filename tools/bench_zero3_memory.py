@@ -39,7 +39,7 @@ from llm4ts_scale.core.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "zero3_memory"
-QWEN7B = REPO / "configs" / "backbones" / "qwen2.5-7b"
+QWEN7B = "configs/backbones/qwen2.5-7b"  # relative to the repository root, where the runs start
 SETTINGS = {"zero3-1": (1, "zero3.json"), "zero3-2": (2, "zero3.json"), "zero2-1": (1, "zero2.json")}
 MIB = 2**20
 
@@ -54,7 +54,7 @@ def cells() -> dict[str, dict]:
                 "overrides": {"model.quantize": "nf4", "model.dequantize_frozen": "on"}}
     for setting in ("zero3-2", "zero2-1"):
         out[f"qwen2.5-7b-arch-k28-{setting}"] = {
-            "backbone": str(QWEN7B), "layers": 28, "setting": setting, "global_batch": 2, "steps": 3,
+            "backbone": QWEN7B, "layers": 28, "setting": setting, "global_batch": 2, "steps": 3,
             "overrides": {"model.quantize": "none", "model.backbone_init": "random", "train.mixed_precision": "bf16",
                           "data.seq_len": 96, "data.pred_len": 24}}
     return out
@@ -152,11 +152,13 @@ def table() -> str:
         if len(curve) >= 2:
             lines.append(f"- qwen2.5-1.5b, {setting}: training peak per rank grows {slope(curve):.0f} MiB per block "
                          f"(K = {', '.join(str(k) for k, _ in sorted(curve))}).")
-    one, two = kept.get("qwen2.5-1.5b-k28-zero2-1"), kept.get("qwen2.5-1.5b-k28-zero3-2")
-    if one and two and "failed" not in one["result"] and "failed" not in two["result"]:
-        for key, what in (("peak_anon_load_mib", "loading"), ("peak_anon_train_mib", "training")):
-            lines.append(f"- qwen2.5-1.5b K=28, peak in {what}: 2 ranks under ZeRO-3 hold "
-                         f"{max(two['result'][key]) / max(one['result'][key]):.2f} x one whole-backbone process each.")
+    for backbone in ("qwen2.5-1.5b", "qwen2.5-7b-arch"):
+        one, two = kept.get(f"{backbone}-k28-zero2-1"), kept.get(f"{backbone}-k28-zero3-2")
+        if one and two and "failed" not in one["result"] and "failed" not in two["result"]:
+            for key, what in (("peak_anon_load_mib", "loading"), ("peak_anon_train_mib", "training")):
+                lines.append(f"- {backbone} K=28, peak in {what}: 2 ranks under ZeRO-3 hold "
+                             f"{max(two['result'][key]) / max(one['result'][key]):.2f} x one whole-backbone process "
+                             "(ZeRO-2, 1 process) each.")
     meta = next(iter(kept.values()), None)
     if meta:
         lines.append(f"- CPU: {meta['cpu']}; {meta['result'].get('torch_threads', '?')} torch thread(s) per process; "
@@ -170,7 +172,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1: two ranks use both cores)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--retry-failed", action="store_true")
-    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="the table from the kept cells, each beside what describe predicts now (the plan changes "
+                             "with the code, the measurement does not)")
     args = parser.parse_args()
     if not args.report_only:
         workdir = Path(tempfile.mkdtemp(prefix="bench-zero3-"))
@@ -183,6 +187,11 @@ def main() -> int:
             atomic_write_json(path, {**cell, "result": result, "predicted": predicted(cell),
                                      "cpu": bench_scaling.cpu_model()})
             print(f"  {json.dumps(result)[:400]}", flush=True)
+    else:
+        for path in sorted(RESULTS.glob("*-k*-*.json")):
+            kept = json.loads(path.read_text())
+            atomic_write_json(path, {**kept, "backbone": cells()[path.stem]["backbone"],
+                                     "predicted": predicted(cells()[path.stem])})
     text = table()
     atomic_write_text(RESULTS / "table.md", text + "\n")
     print(text)

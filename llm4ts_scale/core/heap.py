@@ -2,10 +2,16 @@
 
 Under ZeRO-3 a rank gathers and frees module-sized tensors over and over (loading, every forward and backward).
 Two things keep that memory with the process although nothing uses it: modules dropped while loading sit in
-reference cycles until the cycle collector runs, and glibc keeps freed heap below its mmap threshold (32 MB) for
-reuse instead of returning it. Measured on 6 TinyLlama-width blocks loaded partitioned with NF4: 2.84 GB resident
-after loading, 2.03 after a collection, 1.37 after malloc_trim, where the shards are 1.01 GB. `release()` does both;
-it is a collection and a no-op on C libraries without malloc_trim.
+reference cycles until the cycle collector runs, and glibc keeps freed heap below its mmap threshold for reuse
+instead of returning it. Measured on 6 TinyLlama-width blocks loaded partitioned with NF4: 2.84 GB resident after
+loading, 2.03 after a collection, 1.37 after malloc_trim, where the shards are 1.01 GB. `release()` does both; it is
+a collection and a no-op on C libraries without malloc_trim.
+
+Within a step no trim runs, and glibc's threshold moves: each freed memory-mapped block raises it (up to 32 MB), so
+gathered weights and activations of a few MB to 32 MB soon come from the heap, where what a step frees piles up.
+`map_large_allocations()` fixes the threshold at 1 MiB: such blocks get their own maps, returned to the OS when
+freed. Measured on a 7B-shaped backbone (8 blocks, bf16, ZeRO-3, 2 ranks, 2-core CPU): training peak per rank 3345
+-> 2538 MiB, loading peak 3178 -> 2659, resting memory and seconds per step unchanged (10.1 s).
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ def _malloc_trim():
         return libc.malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+
+
+def map_large_allocations(threshold: int = 1 << 20) -> bool:
+    """Serve allocations of `threshold` bytes and more from their own memory maps from now on (glibc's mallopt; it
+    also stops the threshold from moving). False where the C library has no mallopt."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
 
 
 def release() -> None:

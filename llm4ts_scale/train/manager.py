@@ -150,6 +150,8 @@ def train(config: RunConfig, ds_config: str | None = None, restart: bool = False
     run_dir = Path(config.run_dir)
     AnonPeak.start()  # per-rank memory telemetry counts loading too (train/telemetry.py)
     accelerator, precision, precision_reason = build_accelerator(config, ds_config, str(run_dir))
+    if zero3_enabled():
+        heap.map_large_allocations()  # what a step gathers and frees goes back to the OS (core/heap.py)
     main = accelerator.is_main_process
     with accelerator.local_main_process_first():  # one process per node prepares data and backbone caches
         store = open_run_store(config.data)
