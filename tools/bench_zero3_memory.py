@@ -2,7 +2,7 @@
 """Does ZeRO-3 divide a backbone across ranks? Memory per rank of real FT stages, 1 vs 2 processes, next to `describe`.
 
 Cells (each a real run of launch/train.py in fresh processes; per-rank telemetry, llm4ts_scale/train/telemetry.py):
-  qwen2.5-1.5b (pretrained, NF4 held dequantized in the compute dtype, as a CPU holds it), K = 2, 6, 14, 28 blocks,
+  qwen2.5-1.5b (pretrained, NF4 held dequantized in fp32, as a CPU without bf16 holds it), K = 2, 6, 14, 28 blocks,
       under ds_configs/zero3.json with 1 and 2 processes, and with 1 process under zero2.json at K = 28 (the
       whole backbone in one process: what partitioning is measured against);
   qwen2.5-7b-arch: Qwen2.5-7B's architecture (configs/backbones/qwen2.5-7b/config.json, written from its published
@@ -51,7 +51,7 @@ def cells() -> dict[str, dict]:
         for setting in ("zero3-1", "zero3-2") + (("zero2-1",) if k == 28 else ()):
             out[f"qwen2.5-1.5b-k{k}-{setting}"] = {
                 "backbone": "qwen2.5-1.5b", "layers": k, "setting": setting, "global_batch": 4, "steps": 3,
-                "overrides": {"model.quantize": "nf4", "model.dequantize_frozen": "on"}}
+                "overrides": {"model.quantize": "nf4", "model.dequantize_frozen": "on", "train.mixed_precision": "no"}}
     for setting in ("zero3-2", "zero2-1"):
         out[f"qwen2.5-7b-arch-k28-{setting}"] = {
             "backbone": QWEN7B, "layers": 28, "setting": setting, "global_batch": 2, "steps": 3,
