@@ -13,12 +13,6 @@ per rank are arithmetic:
                backbone) plus the largest module, in the bytes the backbone is held in
   activations  what autograd keeps for the backward of one micro-batch: per token and block the norm inputs,
                LoRA inputs, q/k/v, the attention weights and the MLP's three d_ff-wide tensors
-  transient    ZeRO-3 on a CPU: what a rank holds during a step beyond the above, 0.15 x the whole backbone's bytes
-               whatever the rank count (all-gather buffers, and heap a step frees that glibc keeps until the
-               trim after it). A measured constant, like the floor: fitted to the 9 ZeRO-3 rows of
-               tools/bench_zero3_memory.py (qwen2.5-1.5b K = 2..28 with 1 and 2 ranks, a 7B-shaped backbone with
-               2), where without it the plan ran 9-21 % low with 2 ranks; with it each row is within 8 %. Not
-               measured on a GPU, so not added there.
   floor        the process itself: Python, torch, DeepSpeed, the data stream (measured, per device type)
 """
 
@@ -37,7 +31,6 @@ GIB = 2**30
 FLOOR_BYTES = {"cpu": int(0.55 * GIB), "cuda": int(0.75 * GIB)}
 PACKED_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # nf4/fp4 by double_quant (absmax state)
 ADAM_BYTES, MASTER_BYTES = 8, 4
-TRANSIENT_FRACTION = {"cpu": 0.15}  # ZeRO-3, of the whole backbone's bytes, per device type where measured
 
 
 @dataclass
@@ -67,13 +60,12 @@ class MemoryPlan:
     trainable_bytes: int
     gathered_bytes: int
     activation_bytes: int
-    transient_bytes: int
     floor_bytes: int
 
     @property
     def total_bytes(self) -> int:
         return (self.backbone_bytes + self.trainable_bytes + self.gathered_bytes + self.activation_bytes
-                + self.transient_bytes + self.floor_bytes)
+                + self.floor_bytes)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_bytes": self.total_bytes, "total_gib": round(self.total_bytes / GIB, 2)}
@@ -108,7 +100,6 @@ def plan(model, config: RunConfig, launch: Launch, *, dequantize: bool, stage: s
         # the live limit counts elements of the stored tensors (a packed 4-bit tensor stores several values per element)
         live_bytes = min(int(launch.zero("stage3_max_live_parameters", 10**9)) * dtype_bytes, held * split)
         gathered = live_bytes + held * largest
-    transient = TRANSIENT_FRACTION.get(launch.device_type, 0.0) * held * (whole + split) if z == 3 else 0
 
     held_as = f"{m.quantize} packed" if packed else ("bf16" if dtype_bytes == 2 else "fp32") + (
         " (dequantized)" if m.quantize != "none" else "")
@@ -116,7 +107,6 @@ def plan(model, config: RunConfig, launch: Launch, *, dequantize: bool, stage: s
                       backbone_held_as=held_as,
                       backbone_bytes=int(backbone), trainable_bytes=int(params_and_grads + optimizer),
                       gathered_bytes=int(gathered), activation_bytes=activation_bytes(model, config, dtype_bytes),
-                      transient_bytes=int(transient),
                       floor_bytes=FLOOR_BYTES.get(launch.device_type, FLOOR_BYTES["cpu"]))
 
 
