@@ -133,7 +133,7 @@ def release_engine(accelerator, *objects) -> None:
     coordinator = getattr(sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator"),
                           "PartitionedParameterCoordinator", None)
     for attribute in vars(coordinator).values() if coordinator is not None else ():
-        wrapped = [cell.cell_contents for cell in getattr(attribute, "__closure__", None) or ()]  # DeepSpeed's nvtx
-        for function in [attribute, *wrapped]:
+        cells = getattr(attribute, "__closure__", None) or ()  # the function under DeepSpeed's nvtx wrapper
+        for function in [attribute, *(getattr(cell, "cell_contents", None) for cell in cells)]:
             if hasattr(function, "cache_clear"):
                 function.cache_clear()
