@@ -133,7 +133,16 @@ def release_engine(accelerator, *objects) -> None:
     coordinator = getattr(sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator"),
                           "PartitionedParameterCoordinator", None)
     for attribute in vars(coordinator).values() if coordinator is not None else ():
-        cells = getattr(attribute, "__closure__", None) or ()  # the function under DeepSpeed's nvtx wrapper
-        for function in [attribute, *(getattr(cell, "cell_contents", None) for cell in cells)]:
+        for function in [attribute, *_closure_values(attribute)]:  # the function under DeepSpeed's nvtx wrapper
             if hasattr(function, "cache_clear"):
                 function.cache_clear()
+
+
+def _closure_values(function) -> list:
+    values = []
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    return values
