@@ -132,7 +132,10 @@ def test_a_dead_rank_stops_the_others_quickly_and_the_run_resumes(tmp_path, back
     assert "[lp] resuming from" in result.stdout
 
 
-ZERO3 = {**SMALL, "stages.align.epochs": 1, "stages.lp.epochs": 1}
+# fp32: on a CPU with AVX512-BF16 `auto` picks bf16, where 2 ranks and the 1-process evaluate score the windows in
+# batches of other shapes and bf16 kernels round by shape (2e-4 relative apart, measured); the exactness asked here is
+# resume's and the export's, not bf16's
+ZERO3 = {**SMALL, "stages.align.epochs": 1, "stages.lp.epochs": 1, "train.mixed_precision": "no"}
 
 
 def test_zero3_two_processes_killed_in_ft_resume_to_the_same_test_metrics_and_export(tmp_path, backbone):
