@@ -188,10 +188,9 @@ def main() -> int:
                                      "cpu": bench_scaling.cpu_model()})
             print(f"  {json.dumps(result)[:400]}", flush=True)
     else:
+        planned = cells()
         for path in sorted(RESULTS.glob("*-k*-*.json")):
-            kept = json.loads(path.read_text())
-            atomic_write_json(path, {**kept, "backbone": cells()[path.stem]["backbone"],
-                                     "predicted": predicted(cells()[path.stem])})
+            atomic_write_json(path, {**json.loads(path.read_text()), "predicted": predicted(planned[path.stem])})
     text = table()
     atomic_write_text(RESULTS / "table.md", text + "\n")
     print(text)

@@ -21,32 +21,28 @@ import ctypes.util
 import functools
 import gc
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
+
+@functools.cache
+def _libc_function(name: str):
+    """The C library's `name` (malloc_trim, mallopt), or None where it has none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-
-
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
 
 
 def map_large_allocations(threshold: int = 1 << 20) -> bool:
     """Serve allocations of `threshold` bytes and more from their own memory maps from now on (glibc's mallopt; it
     also stops the threshold from moving). False where the C library has no mallopt."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        return False
+    mallopt = _libc_function("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release() -> None:
     """Collect reference cycles, then return free heap pages to the OS (glibc's malloc_trim)."""
     gc.collect()
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is not None:
         trim(0)
