@@ -31,7 +31,7 @@ from llm4ts_scale.stats.intervals import SplitRows, interval_metrics
 from llm4ts_scale.stats.metrics import MetricAccumulator
 
 # Eval windows per batch on a CPU when data.eval_batch_size is null: throughput is flat from ~128 on
-# and larger batches only cost memory (tools/bench_model.py); a GPU gets more rows per launch.
+# and larger batches only cost memory (benchmarks/bench_model.py); a GPU gets more rows per launch.
 CPU_EVAL_BATCH = 256
 GPU_EVAL_BATCH_FACTOR = 4  # inference keeps no activations: 4x the training batch fits where training fits
 
@@ -200,7 +200,7 @@ def score_with_intervals(forecast, store, val: WindowSpec, test: WindowSpec, bat
 
 def forecast_rows(forecast, store, spec: WindowSpec, batch_size: int = 4096) -> SplitRows:
     """Every window of `spec` forecast by a single-process forecaster (batch -> [B, H]): forecasts, targets,
-    scales, series and origins, what interval studies (tools/bench_intervals.py) re-calibrate offline."""
+    scales, series and origins, what interval studies (benchmarks/bench_intervals.py) re-calibrate offline."""
     model, kept = FunctionModel(forecast), []
     with torch.inference_mode():
         for batch, _ in lockstep_batches(store, spec, batch_size, Topology()):

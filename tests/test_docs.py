@@ -1,5 +1,5 @@
 """Docs that cannot drift: every repository path, `file.py:name` and `llm4ts_scale.module.name` that the README,
-docs/ and the package's, tools' and launchers' text cite must exist."""
+docs/ and the package's, tools', benchmarks', experiments' and launchers' text cite must exist."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CITED_ROOTS = "llm4ts_scale|tools|tests|launch|configs|ds_configs|docs|results"
+CITED_ROOTS = "llm4ts_scale|tools|benchmarks|experiments|tests|launch|configs|ds_configs|docs|results"
 PATH = re.compile(rf"(?<![\w/.-])((?:{CITED_ROOTS})/[\w./-]*\w)")
-FILE_NAME = re.compile(r"((?:llm4ts_scale|tools|launch)/[\w/]+\.py):(\w+)")
+FILE_NAME = re.compile(r"((?:llm4ts_scale|tools|benchmarks|experiments|launch)/[\w/]+\.py):(\w+)")
 DOTTED = re.compile(r"\b(llm4ts_scale(?:\.\w+)+)")
 
 
 def _texts() -> dict[str, str]:
     files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "llm4ts_scale").rglob("*.py"),
-             *(REPO / "tools").glob("*.py"), *(REPO / "launch").glob("*.py")]
+             *(REPO / "tools").glob("*.py"), *(REPO / "benchmarks").glob("*.py"),
+             *(REPO / "experiments").glob("*.py"), *(REPO / "experiments").glob("*.yaml"), *(REPO / "launch").glob("*.py")]
     return {str(f.relative_to(REPO)): f.read_text() for f in files}
 
 

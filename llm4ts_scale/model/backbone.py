@@ -91,7 +91,7 @@ def _load_error(name: str, err: Exception) -> UserError:
 
 
 # Below this many tokens the eager (matmul + softmax) attention beats PyTorch's CPU SDPA kernel,
-# forward + backward (measured with tools/bench_model.py's shapes on a 2-core Xeon: 79 vs 85 ms at
+# forward + backward (measured with benchmarks/bench_model.py's shapes on a 2-core Xeon: 79 vs 85 ms at
 # T=42; SDPA wins from T=64 on: 111 vs 135 ms, and by 2x at T=256).
 CPU_EAGER_MAX_TOKENS = 48
 

@@ -34,7 +34,7 @@ correlated errors makes b wander, widening intervals by 10 % and CRPS by 12 %; o
 Every forecast of the latest observed value reports at once, so the feedback is current at every horizon (a
 one-step-ahead forecast alone would tell only about step 1). Under exchangeability the misses average 0.2 and
 f stays near 1; when errors grow, the runs' f grow until the 80 % intervals miss 20 % of the time again. ETA and
-the bound were chosen on validation (tools/bench_intervals.py, docs/PROTOCOL.md, "Prediction intervals").
+the bound were chosen on validation (benchmarks/bench_intervals.py, docs/PROTOCOL.md, "Prediction intervals").
 """
 
 from __future__ import annotations

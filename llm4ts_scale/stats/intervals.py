@@ -38,7 +38,7 @@ class SplitRows:
 
 def adaptive_state(rows: SplitRows, table: ConformalTable, settings: AciSettings | None = None) -> AdaptiveRun | None:
     """The sequential run of an adaptive table over the split (None for split conformal); `settings`: the ACI
-    runs to use instead of the table method's own (studies of other constants, tools/bench_intervals.py)."""
+    runs to use instead of the table method's own (studies of other constants, benchmarks/bench_intervals.py)."""
     if table.method not in adaptive.SEQUENTIAL:
         return None
     centre = table.median

@@ -1,6 +1,6 @@
 """What one rank holds while training, predicted from the run config and the launch, before renting anything.
 
-`describe --ds ... --processes N` prints it; tools/bench_zero3_memory.py sets it beside measured rows
+`describe --ds ... --processes N` prints it; benchmarks/bench_zero3_memory.py sets it beside measured rows
 (docs/SCALING.md). The counts come from the model built on the meta device (exact, no weights read); the bytes
 per rank are arithmetic:
 
@@ -26,7 +26,7 @@ from llm4ts_scale.core.config import RunConfig, stage_groups
 from llm4ts_scale.model.backbone import is_quantized
 
 GIB = 2**30
-# RssAnon of a training process on a CPU before it builds a model (tools/bench_zero3_memory.py measures it per
+# RssAnon of a training process on a CPU before it builds a model (benchmarks/bench_zero3_memory.py measures it per
 # run: 0.5-0.6 GiB on the 2-core machines here); on a GPU, the memory the CUDA context and its workspaces take.
 FLOOR_BYTES = {"cpu": int(0.55 * GIB), "cuda": int(0.75 * GIB)}
 PACKED_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # nf4/fp4 by double_quant (absmax state)

@@ -1,6 +1,6 @@
 """Per-rank training telemetry of one stage: loop time, samples, peak RSS, optimizer-state bytes.
 
-Every rank writes `<stage_dir>/rank<k>.json` at the end of the stage, so a benchmark (tools/bench_train.py)
+Every rank writes `<stage_dir>/rank<k>.json` at the end of the stage, so a benchmark (benchmarks/bench_train.py)
 reads what a real run measured instead of instrumenting it from outside. Timing covers the training
 loop only (batches fetched, forward, backward, optimizer step), never validation or model loading.
 A resumed stage reports only the part this process ran.

@@ -1,7 +1,7 @@
 """Batched forecasting through the Python API: 1,000 ETTh1 histories in one `predict(list)` call against
 1,000 `predict(frame)` calls, side by side in one run, on a trained run directory.
 
-    python tools/bench_api.py RUN_DIR [--histories 1000]
+    python benchmarks/bench_api.py RUN_DIR [--histories 1000]
 
 RUN_DIR: a finished run on ETTh1 (the main command's `runs/etth1-10pct-96`, or any run trained on ETTh1).
 Prints the CPU model, both wall times and their ratio, and checks that both give the same forecasts.
@@ -10,20 +10,12 @@ Prints the CPU model, both wall times and their ratio, and checks that both give
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 
 import numpy as np
 import pandas as pd
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # no lscpu: say so rather than guess
-        return "unknown (no lscpu)"
+from machine import machine
 
 
 def main() -> int:
@@ -56,7 +48,7 @@ def main() -> int:
     std = np.asarray(forecaster.loaded.data["std"])
     worst = max(float((np.abs(a.iloc[:, 1:].to_numpy() - b.iloc[:, 1:].to_numpy()).max(axis=0) / std).max())
                 for a, b in zip(batched, single))
-    print(f"CPU: {cpu_model()}; precision {forecaster.loaded.precision}; {args.histories} histories of {L} rows x "
+    print(f"{machine()}; precision {forecaster.loaded.precision}; {args.histories} histories of {L} rows x "
           f"{frame.shape[1] - 1} channels, H={forecaster.config.data.pred_len}")
     print(f"batched predict(list): {t_batched:.2f} s ({args.histories / t_batched:.0f} histories/s)")
     print(f"one call per history:  {t_single:.2f} s ({args.histories / t_single:.0f} histories/s)")

@@ -7,7 +7,7 @@
     source of the same number of windows (ETTh1's full training split): each timed epoch (after a warm-up
     epoch) in a fresh process, the two alternating, best of --repeat.
 
-    python tools/bench_corpus.py [--repeat 3]
+    python benchmarks/bench_corpus.py [--repeat 3]
 
 Needs ETTh1 and national_illness where dataset names are found (LLM4TS_DATA_PATH). Prints the CPU model.
 """
@@ -21,16 +21,10 @@ import subprocess
 import sys
 import time
 
+from machine import machine, ratio
+
 L, S, BATCH = 336, 8, 128
 BASE_SERIES, LENGTH = 10, 1024  # 1x: 10 synthetic series of 1,024 steps next to ETTh1's few-shot windows
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # no lscpu: say so rather than guess
-        return "unknown (no lscpu)"
 
 
 def _epoch(sources, n_attrs: int) -> tuple[int, float]:
@@ -91,7 +85,7 @@ def main() -> int:
         child_rss(args.child_rss)
         return 0
 
-    print(f"CPU: {cpu_model()}")
+    print(machine())
     rss = []
     for scale in (1, 10, 100):
         out = subprocess.run([sys.executable, __file__, "--child-rss", str(scale)], capture_output=True, text=True,
@@ -113,7 +107,7 @@ def main() -> int:
         best[name] = fastest["samples_per_s"]
         print(f"{STREAMS[name]}: {fastest['windows']:,} windows/epoch, {best[name]:,.0f} samples/s "
               f"(best of {args.repeat} fresh processes)")
-    print(f"mixed / single throughput: {best['mixed'] / best['single']:.2f} (target: within 10 %)")
+    print(ratio("mixed / single throughput", best["mixed"], best["single"], "within 10 %"))
     return 0
 
 

@@ -28,7 +28,7 @@ one). On a shared 2-core machine a 2-thread process collapses when other work co
 process) is only meaningful on an otherwise idle machine. The load average is printed next to each
 setting; scale up with --batches / --hidden / --layers for steadier numbers.
 
-    python tools/bench_train.py [--batches 100] [--global-batch 64] [--layers 2] [--hidden 64]
+    python benchmarks/bench_train.py [--batches 100] [--global-batch 64] [--layers 2] [--hidden 64]
                                 [--quantize nf4] [--settings single,zero2,zero3] [--keep]
 """
 
@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name -> (processes, DeepSpeed config or None)
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     import deepspeed  # noqa: F401  (versions for the header; imported here so --help stays fast)
     import torch
 
-    print(f"bench_train: {os.cpu_count()} CPU(s), torch {torch.__version__}, deepspeed {deepspeed.__version__}, "
+    print(f"{machine()}; torch {torch.__version__}, deepspeed {deepspeed.__version__}, "
           f"work dir {workdir}", flush=True)
     backbone = build_tiny_llama(workdir / "tiny-llama", args.layers, args.hidden)
     results = [run_setting(s, args, backbone, workdir) for s in settings]

@@ -1,7 +1,7 @@
 """Time the README's main command end to end, with the default recipe, and print where the time went.
 
-    python tools/bench_main.py                  # as this machine runs it
-    python tools/bench_main.py --emulate-avx2   # as a CPU without AVX-512 or native bf16 would (see below)
+    python benchmarks/bench_main.py                  # as this machine runs it
+    python benchmarks/bench_main.py --emulate-avx2   # as a CPU without AVX-512 or native bf16 would (see below)
 
 Runs `accelerate launch launch/train.py --ds ds_configs/zero2.json run_dir=...` in a fresh run directory
 (and a fresh cache with --cold: GGUF conversion and DeepSpeed's op build included), then prints the CPU model
@@ -23,19 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu() -> tuple[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except Exception:  # no lscpu: say so rather than guess
-        return "unknown (no lscpu)", ""
-    model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    cores = os.cpu_count()
-    return f"{model}, {cores} cores", " ".join(shown)
 
 
 def main() -> int:
@@ -56,8 +46,7 @@ def main() -> int:
         env["LLM4TS_CACHE"] = tempfile.mkdtemp(prefix="bench-main-cache-")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "launch/train.py", "--ds", "ds_configs/zero2.json",
            f"run_dir={run_dir}", *overrides]
-    model, flags = cpu()
-    print(f"CPU: {model}; flags: {flags or '-'}{'; emulating AVX2, fp32' if args.emulate_avx2 else ''}", flush=True)
+    print(f"{machine()}{'; emulating AVX2, fp32' if args.emulate_avx2 else ''}", flush=True)
     print("$", " ".join(cmd), flush=True)
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

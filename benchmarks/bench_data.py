@@ -8,7 +8,7 @@ Prints, from one run on one machine:
   * peak RSS of one streaming training epoch on ETTh1 and on a synthetic series 50x longer
     (ETTh1's values tiled, hourly timestamps continued), each in a fresh subprocess.
 
-Usage: python tools/bench_data.py [--data PATH_OR_NAME] [--repeat 3] [--scale 50]
+Usage: python benchmarks/bench_data.py [--data PATH_OR_NAME] [--repeat 3] [--scale 50]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine, ratio
 
 L, H, BATCH = 336, 96, 128
 
@@ -144,6 +146,7 @@ def main() -> None:
         child_rss(args.child_rss)
         return
 
+    print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="llm4ts-bench-") as tmp:
         tmp = Path(tmp)
         os.environ["LLM4TS_CACHE"] = str(tmp / "cache")
@@ -152,14 +155,13 @@ def main() -> None:
 
         base = open_store(args.data)
         tput = bench_throughput(str(base.path), args.repeat, args.num_workers)
-        ratio = tput["streaming"]["best"] / tput["tslib_in_memory"]["best"]
         print(f"throughput, ETTh1 train, L={L} H={H} batch={BATCH}, num_workers={args.num_workers}, "
               f"{tput['samples_per_epoch']} samples/epoch, best of {args.repeat}:")
         print(f"  streaming (datasets IterableDataset) {tput['streaming']['best']:>10.0f} samples/s  "
               f"{tput['streaming']['all']}")
         print(f"  TSLib-style in-memory Dataset        {tput['tslib_in_memory']['best']:>10.0f} samples/s  "
               f"{tput['tslib_in_memory']['all']}")
-        print(f"  streaming / in-memory = {ratio:.2f}  (target >= 1.0)")
+        print("  " + ratio("streaming / in-memory", tput["streaming"]["best"], tput["tslib_in_memory"]["best"], ">= 1.0"))
 
         synthetic = _synthetic_csv(_source_file(args.data), args.scale, tmp)
         big = prepare(synthetic, tmp / "store-big")

@@ -6,8 +6,8 @@ once); a second fresh process opens the prepared store and streams one epoch of 
 batch 256): its peak RSS is the figure compared. The stream's RSS should stay within
 10 % as the number of series grows (the store is memory-mapped and remapped, the window plan is per series).
 
-    python tools/bench_panel.py                 # 100 and 10,000 series
-    python tools/bench_panel.py --sizes 10 10000
+    python benchmarks/bench_panel.py                 # 100 and 10,000 series
+    python benchmarks/bench_panel.py --sizes 10 10000
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine
 
 
 def _peak_mib() -> float:
@@ -54,8 +56,7 @@ def main() -> int:
     if args.one is not None:
         print(json.dumps(measure(int(args.one[0]), Path(args.one[1]), args.one[2] == "stream")))
         return 0
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    print(next((line for line in cpu.splitlines() if line.startswith("Model name")), "Model name: unknown"))
+    print(machine())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

@@ -16,9 +16,9 @@ rank: the peak while loading, the peak during the training steps, and `describe`
 (`llm4ts-scale describe --meta --ds ... --processes N`, llm4ts_scale/train/memory_plan.py). The per-block slope is a
 least-squares line through K = 2..28. Resumable: each finished cell is kept in results/zero3_memory/<cell>.json.
 
-    python tools/bench_zero3_memory.py                  # every cell not yet measured (about an hour on 2 cores)
-    python tools/bench_zero3_memory.py --cells qwen2.5-1.5b-k28-zero3-2
-    python tools/bench_zero3_memory.py --report-only    # results/zero3_memory/table.md from the kept cells
+    python benchmarks/bench_zero3_memory.py                  # every cell not yet measured (about an hour on 2 cores)
+    python benchmarks/bench_zero3_memory.py --cells qwen2.5-1.5b-k28-zero3-2
+    python benchmarks/bench_zero3_memory.py --report-only    # results/zero3_memory/table.md from the kept cells
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_scaling
 import bench_train
+from machine import cpu_model
 
 from llm4ts_scale.core.io import atomic_write_json, atomic_write_text
 
@@ -185,7 +185,7 @@ def main() -> int:
                 continue
             result = run_cell(name, cell, workdir, args.threads, args.timeout)
             atomic_write_json(path, {**cell, "result": result, "predicted": predicted(cell),
-                                     "cpu": bench_scaling.cpu_model()})
+                                     "cpu": cpu_model()})
             print(f"  {json.dumps(result)[:400]}", flush=True)
     else:
         planned = cells()

@@ -17,7 +17,7 @@ Useful FLOPs per sample (4-bit dequantization is overhead, not counted):
   training   4 * N_block * T (frozen weights: forward + input gradient) + 12 * K * T^2 * d
              + 6 * (N_tok + N_lora_norm) * T + 6 * N_head
 
-    python tools/bench_model.py [--steps 3] [--batch 32] [--baseline 719fbab] [--quantize nf4]
+    python benchmarks/bench_model.py [--steps 3] [--batch 32] [--baseline 719fbab] [--quantize nf4]
 """
 
 from __future__ import annotations
@@ -33,22 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine
+
 REPO = Path(__file__).resolve().parents[1]
 L, P, S, H = 336, 16, 8, 96
 ATTRS = ["month", "day", "weekday", "hour"]
-
-
-def cpu_model() -> str:
-    """`lscpu`'s model name plus the flags that decide bf16 speed."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    name = fields.get("Model name", "unknown CPU").strip()
-    flags = fields.get("Flags", "").split()
-    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags] or ["no native bf16"]
-    return f"{name}, {os.cpu_count()} CPUs, {', '.join(bf16)}"
 
 
 def gemm_gflops(dtype, device="cpu", n: int = 2048, reps: int = 8) -> float:
@@ -231,7 +220,7 @@ def main() -> int:
         print(json.dumps(child(args)))
         return 0
 
-    print(f"machine: {cpu_model()}")
+    print(machine())
     print(f"shape: SmolLM2 K={args.layers}, L={L} P={P} S={S} (T=42) H={H}, quantize={args.quantize}, FT trainable "
           f"set, train batch {args.batch}, mean of {args.steps} steps after 1 warm-up")
     rows = [run_child(REPO, "today", args)]

@@ -15,7 +15,7 @@ reads). Then, for each K in --layers:
 Peak memory is linear in K (every block holds the same weights and activations), so two layer counts
 fit peak(K) = intercept + per_block * K, which is extrapolated to --extrapolate (default K=6 and 32).
 
-    python tools/gpu_memory.py [--layers 2 4] [--batch 16] [--seq-len 512] [--pred-len 96] [--steps 3]
+    python benchmarks/gpu_memory.py [--layers 2 4] [--batch 16] [--seq-len 512] [--pred-len 96] [--steps 3]
 
 Exit status: 0 on success, 2 when no CUDA device is present (one line), 1 on any other failure.
 """
@@ -59,7 +59,7 @@ TINY_SHAPE = {**LLAMA2_7B_SHAPE, "hidden_size": 64, "intermediate_size": 172, "n
               "num_key_value_heads": 4, "vocab_size": 256, "max_position_embeddings": 512,
               "bos_token_id": 0, "eos_token_id": 0}
 
-NO_CUDA_MESSAGE = ("error: no CUDA device (torch.cuda.is_available() is False); run tools/gpu_memory.py on a "
+NO_CUDA_MESSAGE = ("error: no CUDA device (torch.cuda.is_available() is False); run benchmarks/gpu_memory.py on a "
                    "machine with an NVIDIA GPU and a CUDA build of torch")
 
 MIB = 2**20

@@ -1,10 +1,10 @@
 """Split-conformal vs adaptive prediction intervals (llm4ts_scale/stats/adaptive.py) on ETTh1 10 %, ILI and a
 synthetic panel with a planted level shift halfway through its test split, for the cheap baselines.
 
-    python tools/bench_intervals.py            # every cell not yet in results/intervals/cells/, then the tables
-    python tools/bench_intervals.py --tables   # only print and write the tables from the cells
-    python tools/bench_intervals.py --fresh    # recompute every cell
-    python tools/bench_intervals.py --model runs/iv-96   # add a trained run's cell (its export, its windows)
+    python benchmarks/bench_intervals.py            # every cell not yet in results/intervals/cells/, then the tables
+    python benchmarks/bench_intervals.py --report-only   # only print and write the tables from the cells
+    python benchmarks/bench_intervals.py --fresh    # recompute every cell
+    python benchmarks/bench_intervals.py --model runs/iv-96   # add a trained run's cell (its export, its windows)
 
 Each cell (dataset, horizon, baseline) forecasts the validation and test windows once, then scores:
 - test: split conformal (calibrated on validation) and adaptive (the same table, then sequential over test), with
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from machine import cpu_model, machine
 
 from llm4ts_scale.data.frame import Schema
 from llm4ts_scale.data.panels import synthetic_panel
@@ -59,15 +59,6 @@ VARIANTS = {  # name: the ACI settings, every one scored on validation (and on t
     "aggregated eta=0.3 bound 4": AciSettings(eta=0.3, bound=4.0),
 }
 SHIFT_SIZE = 3.0  # the planted level shift, in standard deviations of each series' training part
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown CPU"
-    line = next((line for line in out.splitlines() if line.startswith("Model name")), "Model name: unknown")
-    return line.split(":", 1)[1].strip()
 
 
 def shift_panel_path() -> Path:
@@ -182,7 +173,7 @@ def cells_dir() -> Path:
 
 def compute(fresh: bool) -> None:
     cells_dir().mkdir(parents=True, exist_ok=True)
-    print(f"CPU: {cpu_model()}")
+    print(machine())
     for name, (*_, horizons) in DATASETS.items():
         for horizon in horizons:
             for baseline in BASELINES:
@@ -240,7 +231,7 @@ def tables() -> str:
     cells = load_cells()
     cpu = sorted({c.get("cpu", "?") for c in cells})
     text = "\n".join([
-        "# Prediction intervals: split conformal vs adaptive (tools/bench_intervals.py)", "",
+        "# Prediction intervals: split conformal vs adaptive (benchmarks/bench_intervals.py)", "",
         f"CPU: {', '.join(cpu)}; wall time of all cells {sum(c['wall_time_s'] for c in cells):.0f} s.", "",
         "## Test (80 % interval; width and CRPS standardized; each cell split / adaptive / aggregated, with the "
         "constants of llm4ts_scale/stats/adaptive.py)", "", *test_table(cells), "",
@@ -253,7 +244,8 @@ def tables() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", action="store_true", help="only print the tables of the existing cells")
+    parser.add_argument("--report-only", "--tables", dest="tables", action="store_true",
+                        help="only print the tables of the existing cells")
     parser.add_argument("--fresh", action="store_true", help="recompute every cell")
     parser.add_argument("--model", default=None, metavar="RUN_DIR", help="add the cell of a finished training run")
     args = parser.parse_args()
