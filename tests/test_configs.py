@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -96,3 +97,34 @@ def test_the_stages_section_is_the_stage_table():
     for spec in STAGES:
         assert (stages[spec.name].epochs, stages[spec.name].lr, stages[spec.name].solver) == (
             spec.default_epochs, spec.default_lr, spec.default_solver)
+
+
+def test_every_config_field_is_typed_and_has_help():
+    """Declared once: a type (no Any), a default and a help text in the field's metadata."""
+    import dataclasses
+    import typing
+
+    from llm4ts_scale.core import config as c
+
+    for cls in (c.RunConfig, c.DataConfig, c.CovariatesConfig, c.ModelConfig, c.LoraConfig, c.StagesConfig,
+                c.StageConfig, c.TrainConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert hints[f.name] is not typing.Any, f"{cls.__name__}.{f.name} is typed Any"
+    assert "horizon" in c.field_help(c.DataConfig, "pred_len")
+
+
+def test_a_section_checks_itself_where_it_is_declared():
+    """Built directly, not through load_config, a section still refuses what it cannot run."""
+    from llm4ts_scale.core.config import DataConfig, LoraConfig, ModelConfig, StageConfig, StagesConfig, TrainConfig
+    from llm4ts_scale.core.errors import UserError
+
+    for build, named in ((lambda: DataConfig(seq_len=8, patch_len=16), "data.patch_len=16"),
+                         (lambda: LoraConfig(targets="all"), "model.lora.targets"),
+                         (lambda: ModelConfig(layers=2, read_layers=[3]), "model.read_layers"),
+                         (lambda: StagesConfig(ft=StageConfig(solver="exact")), "stages.ft.solver=exact"),
+                         (lambda: StagesConfig(lp=StageConfig(data=["ETTh1"])), "stages.lp.data"),
+                         (lambda: TrainConfig(patience=0), "train.patience")):
+        with pytest.raises(UserError, match=re.escape(named)):
+            build()

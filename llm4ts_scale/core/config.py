@@ -1,8 +1,11 @@
-"""Run configuration: typed dataclasses, loaded from YAML/JSON plus `key=value` overrides, validated once.
+"""Run configuration: typed dataclasses, loaded from YAML/JSON plus `key=value` overrides.
 
-Every choice field is a `Literal` type below, the one place its allowed values are written; the
-loader refuses anything else with a one-line error. (OmegaConf's structured configs would do the
-merging too, but its errors are multi-line and it would be a dependency for ~60 lines of code.)
+Every field is declared once, with its type, default and help text (`metadata["help"]`, PEFT's convention;
+`field_help`), and every section checks its own fields in `__post_init__` where they are declared, so a config
+cannot be built invalid; RunConfig.__post_init__ checks what spans sections. Every choice field is a `Literal`
+type below, the one place its allowed values are written; the loader refuses anything else with a one-line error.
+(OmegaConf's structured configs would do the merging too, but its errors are multi-line and it would be a
+dependency for ~60 lines of code.)
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,94 +53,206 @@ def choices(literal) -> tuple[str, ...]:
     return typing.get_args(literal)
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its help text in the field's metadata (PEFT's convention): `field_help(Class, "name")`."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def field_help(cls, name: str) -> str:
+    """The help text of config field `name` of dataclass `cls`."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UserError(message)
+
+
+def _positive(obj, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value is None or value > 0, f"{prefix}.{name} must be positive, got {value}")
+
+
+def _names(value, key: str) -> list[str]:
+    _check(isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+           f"{key} must be a list of column names, e.g. [HUFL, HULL]; got {value!r}")
+    return value
+
+
 @dataclass
 class CovariatesConfig:
     """Columns that drive the targets: `known` ones are known for the H future steps too (calendar, prices,
     planned events, a weather forecast), `past` ones only up to the forecast origin."""
 
-    known: Any = field(default_factory=list)
-    past: Any = field(default_factory=list)
+    known: list[str] = option(factory=list, help="covariates known for the H future steps too")
+    past: list[str] = option(factory=list, help="covariates known only up to the forecast origin")
+
+    def __post_init__(self) -> None:
+        both = sorted(set(_names(self.known, "data.covariates.known")) & set(_names(self.past, "data.covariates.past")))
+        _check(not both, f"data.covariates lists {both[:1]} as both known and past; a column is one or the other")
 
 
 @dataclass
 class DataConfig:
-    path: str = "ETTh1"  # CSV/Parquet file, prepared store dir, or a known dataset name
-    format: DataFormat = "auto"  # wide: a date column + one column per channel | long: id, timestamp, target rows
-    id_column: str = "id"  # long format: the series id
-    time_column: Optional[str] = None  # null: "date" (wide) or "timestamp" (long)
-    target: Any = None  # null: every column but the covariates (wide) or "target" (long); a name or a list (wide)
-    covariates: CovariatesConfig = field(default_factory=CovariatesConfig)
-    split: SplitRule = "auto"
-    seq_len: int = 336
-    pred_len: int = 96
-    patch_len: int = 16
-    stride: int = 8
-    few_shot_percent: int = 10  # the few-shot recipe by default; 100 (configs/etth1_full.yaml) for all the data
-    batch_size: int = 32  # per process
-    eval_batch_size: Optional[int] = None  # null: automatic (256 on a CPU, 4x batch_size on a GPU)
-    val_stride: int = 4  # select on every k-th validation window (1: all of them); the test is always whole
-    num_workers: int = 0
-    shuffle_buffer: int = 10000
-    freq: Optional[str] = None  # override the inferred frequency (pandas alias)
-    fill: Fill = "none"
+    path: str = option("ETTh1", "CSV/Parquet file, prepared store dir, or a known dataset name")
+    format: DataFormat = option("auto", "wide: a date column + one column per channel | long: id, timestamp, target "
+                                        "rows | auto: long when the table has data.id_column")
+    id_column: str = option("id", "long format: the series id")
+    time_column: Optional[str] = option(None, 'null: "date" (wide) or "timestamp" (long)')
+    target: Optional[Union[str, list[str]]] = option(
+        None, 'null: every column but the covariates (wide) or "target" (long); a name or a list (wide)')
+    covariates: CovariatesConfig = option(factory=CovariatesConfig, help="columns that drive the targets")
+    split: SplitRule = option("auto", "train/val/test borders: ETT's fixed months or 70/10/20 ratios; auto by name")
+    seq_len: int = option(336, "look-back L")
+    pred_len: int = option(96, "horizon H")
+    patch_len: int = option(16, "values per patch token")
+    stride: int = option(8, "steps between patch starts")
+    few_shot_percent: int = option(10, "the first P % of the training windows (100: all; configs/etth1_full.yaml)")
+    batch_size: int = option(32, "per process")
+    eval_batch_size: Optional[int] = option(None, "null: automatic (256 on a CPU, 4x batch_size on a GPU)")
+    val_stride: int = option(4, "select on every k-th validation window (1: all of them); the test is always whole")
+    num_workers: int = option(0, "DataLoader workers")
+    shuffle_buffer: int = option(10000, "windows in the streaming shuffle buffer")
+    freq: Optional[str] = option(None, "override the inferred frequency (pandas alias)")
+    fill: Fill = option("none", "ffill: forward-fill NaN instead of refusing")
+
+    def __post_init__(self) -> None:
+        target = self.target
+        _check(target is None or isinstance(target, str) or (isinstance(target, list) and target
+                                                             and all(isinstance(x, str) for x in target)),
+               f"data.target must be a column name or a list of them, got {target!r}")
+        targets = [target] if isinstance(target, str) else (target or [])
+        clash = sorted(set(targets) & (set(self.covariates.known) | set(self.covariates.past)))
+        _check(not clash, f"data.target {clash[:1]} is also a covariate; a column is a target or a covariate")
+        _check(self.format != "long" or not isinstance(target, list),
+               "data.target in the long format is one column (the series' values); give its name")
+        _check(bool(self.id_column), "data.id_column must name the id column of a long-format table")
+        _positive(self, "data", "seq_len", "pred_len", "patch_len", "stride", "batch_size")
+        _check(self.patch_len <= self.seq_len, f"data.patch_len={self.patch_len} exceeds data.seq_len={self.seq_len}; "
+                                               "lower it")
+        _check(self.stride <= self.patch_len,
+               f"data.stride={self.stride} exceeds data.patch_len={self.patch_len}; patches would skip values")
+        _check((self.seq_len - self.patch_len) % self.stride == 0,
+               f"data.seq_len - data.patch_len ({self.seq_len - self.patch_len}) must be a multiple of "
+               f"data.stride={self.stride}")
+        _check(0 < self.few_shot_percent <= 100, f"data.few_shot_percent must be in (0, 100], got {self.few_shot_percent}")
+        _check(self.num_workers >= 0, "data.num_workers must be >= 0")
+        _check(self.eval_batch_size is None or self.eval_batch_size > 0, "data.eval_batch_size must be positive")
+        _check(self.val_stride >= 1, f"data.val_stride must be >= 1, got {self.val_stride}")
 
 
 @dataclass
 class LoraConfig:
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.0  # not part of the LLM4TS method; every mask costs as much as a block's matmuls on CPU
-    targets: Any = "auto"  # "auto" (PEFT's mapping for the architecture) or a list of module names
+    r: int = option(8, "LoRA rank")
+    alpha: int = option(32, "LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = option(0.0, "not part of the LLM4TS method; every mask costs as much as a block's matmuls on CPU")
+    targets: Union[Literal["auto"], list[str]] = option(
+        "auto", "auto: PEFT's mapping for the architecture; or a list of module names, e.g. [q_proj,v_proj]")
+
+    def __post_init__(self) -> None:
+        _check(self.r > 0, f"model.lora.r must be positive, got {self.r}")
+        _check(0 <= self.dropout < 1, "model.lora.dropout must be in [0, 1)")
+        _check(self.targets == "auto" or (isinstance(self.targets, list) and all(isinstance(x, str) for x in self.targets)),
+               "model.lora.targets must be auto or a list of module names, e.g. [q_proj,v_proj]")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "smollm2-135m"  # HF model id, local path, or a built-in alias
-    layers: int = 2  # first K blocks (validation: 2 beat 6 on ETTh1 and ILI, results/sweep/table.md)
-    quantize: Quantize = "nf4"
-    double_quant: bool = True
-    dequantize_frozen: Switch = "auto"  # hold 4-bit weights dequantized (auto: on a CPU, backbone < 4 GiB)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    tune_norms: bool = True
-    tune_positions: bool = True  # learned absolute position tables of the backbone (GPT-2's wpe)
-    temporal_pooling: Pooling = "first"
-    calendar: Any = "none"  # none | auto (every attribute the data's frequency resolves) | a list, e.g. [hour,weekday]
-    calendar_init: CalendarInit = "zero"  # zero: unseen calendar values add nothing | normal: N(0, 1), PyTorch's
-    embed_init: EmbedInit = "default"  # default: PyTorch's | backbone: encoder output on the LLM's embedding scale
-    # random: same architecture, fresh frozen weights (does the LLM matter?); scratch: fresh weights that train
-    # in align and ft like every other group (Tan et al. 2024's ablation: the architecture without its pretraining)
-    backbone_init: BackboneInit = "pretrained"
-    aligned_from: Optional[str] = None  # an aligned backbone (run dir or align/export/): replaces the align stage
-    attention: Attention = "auto"  # auto: measured per device and token count
-    revin_affine: bool = True
-    conv_kernel: int = 3
-    dropout: float = 0.1
-    head: HeadKind = "flatten+linear"  # + Linear(L -> H) of the RevIN-normalized look-back; flatten: the official head
-    # The hidden states the forecasting head reads: last (block K's, the official head) | all (blocks 1..K, side by
-    # side: exact LP then weighs the layers by ridge) | a list of blocks, e.g. [1, 2]; each block below K through
-    # the backbone's final norm, so that every layer enters on the same scale.
-    read_layers: Any = "last"
-    read_pool: ReadPool = "flatten"  # flatten: every token (official) | mean over tokens | last token
+    backbone: str = option("smollm2-135m", "HF model id, local path, or a built-in alias")
+    layers: int = option(2, "first K blocks (validation: 2 beat 6 on ETTh1 and ILI, results/sweep/table.md)")
+    quantize: Quantize = option("nf4", "4-bit NF4 or FP4 frozen weights (bitsandbytes), or none")
+    double_quant: bool = option(True, "quantize the 4-bit scales too")
+    dequantize_frozen: Switch = option("auto", "hold 4-bit weights dequantized (auto: on a CPU, backbone < 4 GiB)")
+    lora: LoraConfig = option(factory=LoraConfig, help="the adapters (PEFT)")
+    tune_norms: bool = option(True, "the backbone's norm layers train in FT")
+    tune_positions: bool = option(True, "learned absolute position tables of the backbone (GPT-2's wpe)")
+    temporal_pooling: Pooling = option("first", "how a patch's calendar values become one per token")
+    calendar: Union[Literal["auto", "none"], list[str]] = option(
+        "none", "none | auto (every attribute the data's frequency resolves) | a list, e.g. [hour,weekday]")
+    calendar_init: CalendarInit = option("zero", "zero: unseen calendar values add nothing | normal: N(0, 1)")
+    embed_init: EmbedInit = option("default", "default: PyTorch's | backbone: encoder output on the LLM's embedding scale")
+    backbone_init: BackboneInit = option(
+        "pretrained", "random: same architecture, fresh frozen weights (does the LLM matter?); scratch: fresh weights "
+                      "that train in align and ft like every other group (the architecture without its pretraining)")
+    aligned_from: Optional[str] = option(None, "an aligned backbone (run dir or align/export/): replaces the align stage")
+    attention: Attention = option("auto", "auto: measured per device and token count")
+    revin_affine: bool = option(True, "RevIN's learned per-channel scale and shift")
+    conv_kernel: int = option(3, "the token encoder's kernel (odd)")
+    dropout: float = option(0.1, "dropout of the encoder and head")
+    head: HeadKind = option("flatten+linear", "+ Linear(L -> H) of the RevIN-normalized look-back; flatten: the "
+                                              "official head")
+    read_layers: Union[Literal["last", "all"], list[int]] = option(
+        "last", "the hidden states the head reads: last (block K's) | all (blocks 1..K side by side: exact LP weighs "
+                "them by ridge) | a list of blocks, e.g. [1, 2]; each block below K through the final norm")
+    read_pool: ReadPool = option("flatten", "flatten: every token (official) | mean over tokens | last token")
+
+    def __post_init__(self) -> None:
+        _check(self.layers > 0, f"model.layers must be positive, got {self.layers}")
+        _check(self.backbone_init != "scratch" or self.quantize == "none",
+               f"model.backbone_init=scratch trains the backbone's weights, which {self.quantize} 4-bit weights cannot; "
+               "set model.quantize=none")
+        read = self.read_layers
+        _check(read in ("last", "all") or (isinstance(read, list) and read and all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= self.layers for k in read)),
+               f"model.read_layers must be last, all or a list of blocks between 1 and model.layers={self.layers}, "
+               f"got {read!r}")
+        _check(self.conv_kernel % 2 == 1, f"model.conv_kernel must be odd, got {self.conv_kernel}")
+        _check(self.calendar in ("auto", "none") or (isinstance(self.calendar, list)
+                                                     and all(isinstance(a, str) for a in self.calendar)),
+               "model.calendar must be auto, none or a list of calendar attributes, e.g. [hour,weekday]")
+
+
+Penalty = Union[Literal["auto"], float]
+
 
 @dataclass
 class StageConfig:
-    epochs: int = 1
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    schedule: Schedule = "cosine"  # type1/type3: Time-Series-Library's per-epoch rules
-    warmup_ratio: float = 0.1
-    solver: Solver = "sgd"  # exact: closed-form ridge head, penalties chosen on validation (a probing stage only)
-    penalty_linear: Any = "auto"  # exact solver: ridge penalty of the shortcut (relative), auto = validation search
-    penalty_llm: Any = "auto"  # exact solver: ridge penalty of the flatten head on the LLM features (relative)
-    penalty_cov: Any = "auto"  # exact solver: ridge penalty of the covariates' map (relative), when there are covariates
-    groups: Any = "default"  # parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]
-    data: Any = field(default_factory=list)  # align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = own windows
+    epochs: int = option(1, "0 skips the stage")
+    lr: float = option(1.0e-3, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    schedule: Schedule = option("cosine", "type1/type3: Time-Series-Library's per-epoch rules")
+    warmup_ratio: float = option(0.1, "share of the steps that warm up (cosine)")
+    solver: Solver = option("sgd", "exact: closed-form ridge head, penalties chosen on validation (a probing stage only)")
+    penalty_linear: Penalty = option("auto", "exact solver: ridge penalty of the shortcut (relative); auto = validation "
+                                             "search")
+    penalty_llm: Penalty = option("auto", "exact solver: ridge penalty of the flatten head on the LLM features (relative)")
+    penalty_cov: Penalty = option("auto", "exact solver: ridge penalty of the covariates' map (relative), when there are "
+                                          "covariates")
+    groups: Union[Literal["default"], list[str]] = option(
+        "default", "parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]")
+    data: Optional[list[Union[str, dict]]] = option(
+        factory=list, help="align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = the run's own windows")
+
+    def trained_groups(self, name: str) -> set[str]:
+        """The parameter groups stage `name` trains: the stage table's, or this stage's `groups`."""
+        return set(stage_spec(name).groups) if self.groups == "default" else set(self.groups)
+
+    def check(self, name: str) -> None:
+        """Checks of stages.<name>; the stage's name decides what it may hold (StagesConfig.__post_init__)."""
+        _check(self.epochs >= 0, f"stages.{name}.epochs must be >= 0")
+        _check(self.lr > 0, f"stages.{name}.lr must be positive")
+        _check(0 <= self.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
+        _check(self.groups == "default" or (isinstance(self.groups, list) and self.groups
+                                            and set(self.groups) <= set(TRAINABLE_GROUPS)),
+               f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
+        _check(self.solver == "sgd" or probes(stage_spec(name).task, self.trained_groups(name)),
+               f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
+        if self.data:
+            _check(name == "align", f"stages.{name}.data: only the alignment stage reads a corpus; drop it")
+            check_sources(self.data)
+        for key in ("penalty_linear", "penalty_llm", "penalty_cov"):
+            value = getattr(self, key)
+            ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+            _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")
 
 
 def _stage_default(name: str):
     spec = stage_spec(name)
-    return field(default_factory=partial(StageConfig, epochs=spec.default_epochs, lr=spec.default_lr,
-                                         solver=spec.default_solver))
+    return option(factory=partial(StageConfig, epochs=spec.default_epochs, lr=spec.default_lr,
+                                  solver=spec.default_solver), help=f"the {spec.title} stage")
 
 
 @dataclass
@@ -148,38 +264,66 @@ class StagesConfig:
     lp: StageConfig = _stage_default("lp")
     ft: StageConfig = _stage_default("ft")
 
+    def __post_init__(self) -> None:
+        for name in STAGE_NAMES:
+            self[name].check(name)
+
     def __getitem__(self, name: str) -> StageConfig:
         return getattr(self, name)
 
 
 @dataclass
 class TrainConfig:
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    patience: int = 2  # early stopping on validation loss
-    limit_train_batches: Optional[int] = None  # cap per epoch, for smoke runs; evaluation is never capped
-    checkpoint_every_steps: int = 500  # besides every epoch end
-    mixed_precision: Precision = "auto"  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
-    lp_feature_cache: Switch = "auto"  # compute the frozen features once per LP stage
-    feature_cache_gb: float = 8.0  # auto turns the LP cache off when a rank's features would exceed this
-    log_with: LogWith = "tensorboard"
-    collective_timeout_s: int = 120
-    compare_baselines: bool = True  # after the test: naive, DLinear and rlinear on the same windows, printed and in run.json
-    test: bool = True  # score the test split at the end; false for validation-only sweeps (no test, no baselines)
-    ridge_max_gram_features: int = 32768  # exact LP: above this many features, conjugate gradient instead of a Gram
+    grad_accum: int = option(1, "gradient accumulation steps")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    patience: int = option(2, "early stopping on validation loss")
+    limit_train_batches: Optional[int] = option(None, "cap per epoch, for smoke runs; evaluation is never capped")
+    checkpoint_every_steps: int = option(500, "besides every epoch end")
+    mixed_precision: Precision = option("auto", "auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
+    lp_feature_cache: Switch = option("auto", "compute the frozen features once per LP stage")
+    feature_cache_gb: float = option(8.0, "auto turns the LP cache off when a rank's features would exceed this")
+    log_with: LogWith = option("tensorboard", "experiment tracker")
+    collective_timeout_s: int = option(120, "how long a rank waits for the others")
+    compare_baselines: bool = option(True, "after the test: naive, DLinear and rlinear on the same windows, printed "
+                                           "and in run.json")
+    test: bool = option(True, "score the test split at the end; false for validation-only sweeps (no test, no baselines)")
+    ridge_max_gram_features: int = option(32768, "exact LP: above this many features, conjugate gradient instead of a "
+                                                 "Gram")
+
+    def __post_init__(self) -> None:
+        _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
+        _check(self.patience >= 1, "train.patience must be >= 1")
+        _check(self.limit_train_batches is None or self.limit_train_batches > 0,
+               "train.limit_train_batches must be positive or null")
+        _positive(self, "train", "checkpoint_every_steps", "feature_cache_gb", "collective_timeout_s",
+                  "ridge_max_gram_features")
 
 
 @dataclass
 class RunConfig:
-    run_dir: str = "runs/etth1-10pct-96"
-    seed: int = 2023
-    # forecast quantiles next to the point forecast: split-conformal, from the validation residuals
-    quantiles: Any = field(default_factory=lambda: [0.1, 0.5, 0.9])
-    calibration: Calibration = "adaptive"  # split | adaptive | aggregated (docs/PROTOCOL.md, "Prediction intervals")
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    stages: StagesConfig = field(default_factory=StagesConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str = option("runs/etth1-10pct-96", "where checkpoints, exports and results go")
+    seed: int = option(2023, "one seed for data order, initialisation and dropout")
+    quantiles: list[float] = option(factory=lambda: [0.1, 0.5, 0.9], help="forecast quantiles next to the point "
+                                    "forecast: split-conformal, from the validation residuals")
+    calibration: Calibration = option("adaptive", "split | adaptive | aggregated (docs/PROTOCOL.md, "
+                                                  "\"Prediction intervals\")")
+    data: DataConfig = option(factory=DataConfig, help="what to forecast and how it is windowed")
+    model: ModelConfig = option(factory=ModelConfig, help="backbone, adapters, encoder and head")
+    stages: StagesConfig = option(factory=StagesConfig, help="align, lp and ft, in run order")
+    train: TrainConfig = option(factory=TrainConfig, help="the loop around every stage")
+
+    def __post_init__(self) -> None:
+        """What spans sections; each section checked its own fields when it was built."""
+        check_quantiles(self.quantiles)
+        covariates = self.data.covariates
+        _check(not (covariates.known or covariates.past) or self.model.head == "flatten+linear",
+               "data.covariates enter the forecast through the linear shortcut; set model.head=flatten+linear")
+        _check(not self.stages.align.data or self.model.calendar == "none",
+               "stages.align.data (a corpus) needs model.calendar=none: other sources have other calendars")
+        _check(not (self.model.aligned_from and self.stages.align.data),
+               "model.aligned_from replaces the alignment stage, so stages.align.data would go unused; drop one of them")
+        _check(bool(self.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
+        _check(self.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -201,8 +345,7 @@ class RunConfig:
 
 def stage_groups(config: RunConfig, name: str) -> set[str]:
     """The parameter groups stage `name` trains: the stage table's, or stages.<name>.groups."""
-    chosen = config.stages[name].groups
-    return set(stage_spec(name).groups) if chosen == "default" else set(chosen)
+    return config.stages[name].trained_groups(name)
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -214,21 +357,24 @@ def _field_types(cls) -> dict[str, Any]:
 
 
 def _unwrap_optional(tp) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
+    """(the type without None, whether None is allowed)."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = tuple(a for a in args if a is not type(None))
+        if len(rest) < len(args):
+            return (rest[0] if len(rest) == 1 else Union[rest]), True
     return tp, False
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """The YAML value as the field's type; a union (a choice or a list) or a list passes as written, for the
+    dataclass's __post_init__ to check with the message that names the fix."""
     base, optional = _unwrap_optional(tp)
     if value is None:
-        if optional or base is Any:
+        if optional:
             return None
-        raise UserError(f"config key '{key}' cannot be null; give a value of type {base.__name__}")
-    if base is Any:
+        raise UserError(f"config key '{key}' cannot be null; give a value of type {getattr(base, '__name__', base)}")
+    if typing.get_origin(base) in (Union, types.UnionType, list):
         return value
     if dataclasses.is_dataclass(base):
         if not isinstance(value, dict):
@@ -336,12 +482,10 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults <- config file <- key=value overrides, then validated."""
+    """Defaults <- config file <- key=value overrides; each section checks itself as it is built."""
     values: dict = read_config_file(path) if path else {}
     values = merge_dicts(values, parse_overrides(overrides or []))
-    config = _build(RunConfig, values)
-    validate(config)
-    return config
+    return _build(RunConfig, values)
 
 
 def add_run_arguments(parser) -> None:
@@ -360,14 +504,7 @@ def add_run_arguments(parser) -> None:
 
 
 def config_from_dict(values: dict) -> RunConfig:
-    config = _build(RunConfig, values)
-    validate(config)
-    return config
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise UserError(message)
+    return _build(RunConfig, values)
 
 
 # The keys of one stages.align.data mapping (llm4ts_scale/data/corpus.py reads them).
@@ -403,84 +540,3 @@ def check_quantiles(levels, where: str = "quantiles") -> list[float]:
     if len(set(out)) != len(out):
         raise UserError(f"{where} lists a level twice: {out}")
     return sorted(out)
-
-
-def _names(value, key: str) -> list[str]:
-    _check(isinstance(value, list) and all(isinstance(v, str) and v for v in value),
-           f"{key} must be a list of column names, e.g. [HUFL, HULL]; got {value!r}")
-    return value
-
-
-def validate(c: RunConfig) -> None:
-    d, m, t = c.data, c.model, c.train
-    check_quantiles(c.quantiles)
-    known, past = _names(d.covariates.known, "data.covariates.known"), _names(d.covariates.past, "data.covariates.past")
-    both = sorted(set(known) & set(past))
-    _check(not both, f"data.covariates lists {both[:1]} as both known and past; a column is one or the other")
-    _check(d.target is None or isinstance(d.target, str) or (isinstance(d.target, list) and d.target
-                                                                and all(isinstance(x, str) for x in d.target)),
-           f"data.target must be a column name or a list of them, got {d.target!r}")
-    targets = [d.target] if isinstance(d.target, str) else (d.target or [])
-    clash = sorted(set(targets) & (set(known) | set(past)))
-    _check(not clash, f"data.target {clash[:1]} is also a covariate; a column is a target or a covariate")
-    _check(d.format != "long" or not isinstance(d.target, list),
-           "data.target in the long format is one column (the series' values); give its name")
-    _check(bool(d.id_column), "data.id_column must name the id column of a long-format table")
-    _check(not (known or past) or m.head == "flatten+linear",
-           "data.covariates enter the forecast through the linear shortcut; set model.head=flatten+linear")
-    for key in ("seq_len", "pred_len", "patch_len", "stride", "batch_size"):
-        _check(getattr(d, key) > 0, f"data.{key} must be positive, got {getattr(d, key)}")
-    _check(d.patch_len <= d.seq_len, f"data.patch_len={d.patch_len} exceeds data.seq_len={d.seq_len}; lower it")
-    _check(d.stride <= d.patch_len, f"data.stride={d.stride} exceeds data.patch_len={d.patch_len}; patches would skip values")
-    _check((d.seq_len - d.patch_len) % d.stride == 0,
-           f"data.seq_len - data.patch_len ({d.seq_len - d.patch_len}) must be a multiple of data.stride={d.stride}")
-    _check(0 < d.few_shot_percent <= 100, f"data.few_shot_percent must be in (0, 100], got {d.few_shot_percent}")
-    _check(d.num_workers >= 0, "data.num_workers must be >= 0")
-    _check(d.eval_batch_size is None or d.eval_batch_size > 0, "data.eval_batch_size must be positive")
-    _check(d.val_stride >= 1, f"data.val_stride must be >= 1, got {d.val_stride}")
-    _check(m.layers > 0, f"model.layers must be positive, got {m.layers}")
-    _check(m.lora.r > 0, f"model.lora.r must be positive, got {m.lora.r}")
-    _check(0 <= m.lora.dropout < 1, "model.lora.dropout must be in [0, 1)")
-    _check(m.lora.targets == "auto" or (isinstance(m.lora.targets, list) and all(isinstance(x, str) for x in m.lora.targets)),
-           "model.lora.targets must be auto or a list of module names, e.g. [q_proj,v_proj]")
-    _check(m.backbone_init != "scratch" or m.quantize == "none",
-           f"model.backbone_init=scratch trains the backbone's weights, which {m.quantize} 4-bit weights cannot; "
-           "set model.quantize=none")
-    _check(m.read_layers in ("last", "all") or (isinstance(m.read_layers, list) and m.read_layers
-                                                and all(isinstance(k, int) and not isinstance(k, bool)
-                                                        and 1 <= k <= m.layers for k in m.read_layers)),
-           f"model.read_layers must be last, all or a list of blocks between 1 and model.layers={m.layers}, "
-           f"got {m.read_layers!r}")
-    _check(m.conv_kernel % 2 == 1, f"model.conv_kernel must be odd, got {m.conv_kernel}")
-    _check(m.calendar in ("auto", "none") or (isinstance(m.calendar, list) and all(isinstance(a, str) for a in m.calendar)),
-           "model.calendar must be auto, none or a list of calendar attributes, e.g. [hour,weekday]")
-    for name in STAGE_NAMES:
-        s = c.stages[name]
-        _check(s.epochs >= 0, f"stages.{name}.epochs must be >= 0")
-        _check(s.lr > 0, f"stages.{name}.lr must be positive")
-        _check(0 <= s.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
-        groups = stage_groups(c, name)
-        _check(s.groups == "default" or (isinstance(s.groups, list) and s.groups and set(s.groups) <= set(TRAINABLE_GROUPS)),
-               f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
-        _check(s.solver == "sgd" or probes(stage_spec(name).task, groups),
-               f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
-        if s.data:
-            _check(name == "align", f"stages.{name}.data: only the alignment stage reads a corpus; drop it")
-            check_sources(s.data)
-            _check(m.calendar == "none", "stages.align.data (a corpus) needs model.calendar=none: other sources "
-                                         "have other calendars")
-        for key in ("penalty_linear", "penalty_llm", "penalty_cov"):
-            value = getattr(s, key)
-            ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
-            _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")
-    _check(not (m.aligned_from and c.stages.align.data),
-           "model.aligned_from replaces the alignment stage, so stages.align.data would go unused; drop one of them")
-    _check(bool(c.active_stages()), "every stage has epochs: 0; give at least one stage epochs > 0")
-    _check(c.active_stages() != ["align"], "only the align stage is enabled; enable lp or ft to get a forecaster")
-    _check(t.grad_accum >= 1, "train.grad_accum must be >= 1")
-    _check(t.patience >= 1, "train.patience must be >= 1")
-    _check(t.limit_train_batches is None or t.limit_train_batches > 0, "train.limit_train_batches must be positive or null")
-    _check(t.checkpoint_every_steps > 0, "train.checkpoint_every_steps must be positive")
-    _check(t.feature_cache_gb > 0, "train.feature_cache_gb must be positive")
-    _check(t.collective_timeout_s > 0, "train.collective_timeout_s must be positive")
-    _check(t.ridge_max_gram_features > 0, "train.ridge_max_gram_features must be positive")
