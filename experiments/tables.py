@@ -20,6 +20,24 @@ def _minutes(stages: dict) -> float:
     return sum(s.get("wall_time_s", 0) for s in stages.values()) / 60
 
 
+def _last(stages: dict) -> tuple[str, dict]:
+    """The last forecasting stage a run finished (ft when it ran, else lp): the weights the run hands on."""
+    name = [s for s in ("lp", "ft") if s in stages][-1]
+    return name, stages[name]
+
+
+def _rows(exp, lines: list[str]):
+    """(name, cell, stages) of every finished cell, in the file's order; an unfinished one becomes a `(not run)`
+    row of as many columns as the table's header."""
+    columns = lines[0].count("|") - 1
+    for name, cell in exp.cells.items():
+        run = _run(exp.results / name / "run.json")
+        if run is None:
+            lines.append(f"| {name} | {cell.note} | (not run) |" + " |" * (columns - 3))
+        else:
+            yield name, cell, run["stages"]
+
+
 # ---------------------------------------------------------------- accuracy (test split, every choice on validation)
 
 def _test_metrics(exp, name: str) -> tuple[dict, dict] | None:
@@ -131,14 +149,8 @@ def accuracy(exp) -> dict[str, str]:
 def ablation(exp) -> dict[str, str]:
     lines = ["| variant | what it tests | best val MSE | best val MAE | stage, epoch | LP best val | minutes |",
              "|---|---|---|---|---|---|---|"]
-    for name, cell in exp.cells.items():
-        run = _run(exp.results / name / "run.json")
-        if run is None:
-            lines.append(f"| {name} | {cell.note} | (not run) | | | | |")
-            continue
-        stages = run["stages"]
-        last = [s for s in ("lp", "ft") if s in stages][-1]
-        best = stages[last]
+    for name, cell, stages in _rows(exp, lines):
+        last, best = _last(stages)
         lp = stages.get("lp", {}).get("val", {}).get("mse")
         lp_text = f"{lp:.4f}" if lp is not None else "-"
         lines.append(f"| {name} | {cell.note} | {best['val']['mse']:.4f} | {best['val']['mae']:.4f} | {last} "
@@ -170,13 +182,8 @@ def rlinear_val(exp, group: str, args: list[str]) -> float:
 def _sweep_table(exp) -> str:
     lines = ["| arm | what it tests | val MSE | rlinear val MSE | gain over rlinear | read-out (LP penalties) | "
              "FT | minutes |", "|---|---|---|---|---|---|---|---|"]
-    for name, cell in exp.cells.items():
-        run = _run(exp.results / name / "run.json")
-        if run is None:
-            lines.append(f"| {name} | {cell.note} | (not run) | | | | | |")
-            continue
-        stages = run["stages"]
-        val = stages[[s for s in ("lp", "ft") if s in stages][-1]]["val"]["mse"]
+    for name, cell, stages in _rows(exp, lines):
+        val = _last(stages)[1]["val"]["mse"]
         base = rlinear_val(exp, cell.group, cell.args)
         lp = stages["lp"]["history"][0]
         alpha_u = lp.get("alpha_linear")
@@ -247,8 +254,7 @@ def scaling(exp) -> dict[str, str]:
                           (f"{group}-scratch-k2-a3-ft", "the same 2 blocks trained from scratch (alignment, exact LP, FT)")):
             run = _run(recipe_dir / arm / "run.json")
             if run is not None:
-                stages = run["stages"]
-                last = [s for s in ("lp", "ft") if s in stages][-1]
-                lines.append(f"| {what} ({report['recipe_rows']}/{arm}) | 2 | {stages[last]['val']['mse']:.4f} | | | |")
+                lines.append(f"| {what} ({report['recipe_rows']}/{arm}) | 2 | {_last(run['stages'])[1]['val']['mse']:.4f} "
+                             "| | | |")
         lines.append("")
     return {"table.md": "\n".join([*lines, report["footer"]])}

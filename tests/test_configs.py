@@ -107,7 +107,7 @@ def test_every_config_field_is_typed_and_has_help():
     from llm4ts_scale.core import config as c
 
     for cls in (c.RunConfig, c.DataConfig, c.CovariatesConfig, c.ModelConfig, c.LoraConfig, c.StagesConfig,
-                c.StageConfig, c.TrainConfig):
+                c.AlignStageConfig, c.ForecastStageConfig, c.TrainConfig):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
@@ -117,14 +117,49 @@ def test_every_config_field_is_typed_and_has_help():
 
 def test_a_section_checks_itself_where_it_is_declared():
     """Built directly, not through load_config, a section still refuses what it cannot run."""
-    from llm4ts_scale.core.config import DataConfig, LoraConfig, ModelConfig, StageConfig, StagesConfig, TrainConfig
+    from llm4ts_scale.core.config import (
+        DataConfig,
+        ForecastStageConfig,
+        LoraConfig,
+        ModelConfig,
+        StagesConfig,
+        TrainConfig,
+        load_config,
+    )
     from llm4ts_scale.core.errors import UserError
 
     for build, named in ((lambda: DataConfig(seq_len=8, patch_len=16), "data.patch_len=16"),
                          (lambda: LoraConfig(targets="all"), "model.lora.targets"),
                          (lambda: ModelConfig(layers=2, read_layers=[3]), "model.read_layers"),
-                         (lambda: StagesConfig(ft=StageConfig(solver="exact")), "stages.ft.solver=exact"),
-                         (lambda: StagesConfig(lp=StageConfig(data=["ETTh1"])), "stages.lp.data"),
+                         (lambda: StagesConfig(ft=ForecastStageConfig(solver="exact")), "stages.ft.solver=exact"),
+                         (lambda: load_config(None, ["stages.lp.data=[ETTh1]"]), "stages.lp.data"),
                          (lambda: TrainConfig(patience=0), "train.patience")):
         with pytest.raises(UserError, match=re.escape(named)):
             build()
+
+
+def test_each_kind_of_stage_has_its_own_options_and_old_keys_stay_valid():
+    """A corpus only on align, the exact solver and its penalties only on the forecasting stages; a config written
+    when every stage carried every key loads, and hashes, as before."""
+    import dataclasses
+
+    from llm4ts_scale.core.config import AlignStageConfig, ForecastStageConfig, load_config
+    from llm4ts_scale.core.errors import UserError
+
+    align = {f.name for f in dataclasses.fields(AlignStageConfig)}
+    forecast = {f.name for f in dataclasses.fields(ForecastStageConfig)}
+    assert align - forecast == {"data"}
+    assert forecast - align == {"solver", "penalty_linear", "penalty_llm", "penalty_cov"}
+    old_keys = ["stages.align.solver=sgd", "stages.align.penalty_llm=0.5", "stages.align.penalty_cov=auto",
+                "stages.lp.data=[]", "stages.ft.data=null"]
+    written = ["stages.align.epochs=3", "stages.lp.epochs=10", "stages.lp.lr=1e-4", "stages.lp.solver=exact",
+               "stages.ft.epochs=0", "stages.ft.lr=1e-5"]  # a stage written in part takes its kind's defaults
+    config = load_config(None, written + old_keys)
+    # the default config's hash as every earlier version computed it: run directories made before resume
+    assert config.hash() == load_config(None, []).hash() == "16e25296152299c0"
+    assert config.stages.align.solver == "sgd" and "solver" not in config.to_dict()["stages"]["align"]
+    for bad, named in (("stages.align.solver=exact", "stages.align.solver=exact"),
+                       ("stages.align.penalty_llm=-1", "stages.align.penalty_llm"),
+                       ("stages.ft.data=[ETTh1]", "stages.ft.data"), ("stages.align.nope=1", "stages.align.nope")):
+        with pytest.raises(UserError, match=re.escape(named)):
+            load_config(None, [bad])

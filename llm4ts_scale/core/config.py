@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
@@ -210,59 +210,100 @@ Penalty = Union[Literal["auto"], float]
 
 @dataclass
 class StageConfig:
+    """What every stage has. Each kind of stage adds its own options: AlignStageConfig (a corpus) and
+    ForecastStageConfig (the exact solver and its penalties)."""
+
     epochs: int = option(1, "0 skips the stage")
     lr: float = option(1.0e-3, "peak learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     schedule: Schedule = option("cosine", "type1/type3: Time-Series-Library's per-epoch rules")
     warmup_ratio: float = option(0.1, "share of the steps that warm up (cosine)")
-    solver: Solver = option("sgd", "exact: closed-form ridge head, penalties chosen on validation (a probing stage only)")
-    penalty_linear: Penalty = option("auto", "exact solver: ridge penalty of the shortcut (relative); auto = validation "
-                                             "search")
-    penalty_llm: Penalty = option("auto", "exact solver: ridge penalty of the flatten head on the LLM features (relative)")
-    penalty_cov: Penalty = option("auto", "exact solver: ridge penalty of the covariates' map (relative), when there are "
-                                          "covariates")
     groups: Union[Literal["default"], list[str]] = option(
         "default", "parameter groups that train: default (the stage table's) or a list, e.g. [head,lora]")
-    data: Optional[list[Union[str, dict]]] = option(
-        factory=list, help="align only: a corpus of sources (llm4ts_scale/data/corpus.py); [] = the run's own windows")
 
     def trained_groups(self, name: str) -> set[str]:
         """The parameter groups stage `name` trains: the stage table's, or this stage's `groups`."""
         return set(stage_spec(name).groups) if self.groups == "default" else set(self.groups)
 
     def check(self, name: str) -> None:
-        """Checks of stages.<name>; the stage's name decides what it may hold (StagesConfig.__post_init__)."""
+        """Checks of stages.<name> (StagesConfig.__post_init__ calls it: the stage's name is part of them)."""
         _check(self.epochs >= 0, f"stages.{name}.epochs must be >= 0")
         _check(self.lr > 0, f"stages.{name}.lr must be positive")
         _check(0 <= self.warmup_ratio < 1, f"stages.{name}.warmup_ratio must be in [0, 1)")
         _check(self.groups == "default" or (isinstance(self.groups, list) and self.groups
                                             and set(self.groups) <= set(TRAINABLE_GROUPS)),
                f"stages.{name}.groups must be default or a non-empty list of {', '.join(TRAINABLE_GROUPS)}")
-        _check(self.solver == "sgd" or probes(stage_spec(name).task, self.trained_groups(name)),
-               f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
+
+    @classmethod
+    def without_unused_keys(cls, values: dict, prefix: str) -> dict:
+        """`values` less the other kind of stage's options, accepted where they change nothing (configs written
+        when every stage carried every option stay valid: stages.align.solver=sgd, stages.lp.data=[])."""
+        other = ForecastStageConfig if cls is AlignStageConfig else AlignStageConfig
+        mine = {f.name for f in dataclasses.fields(cls)}
+        unused = {k: v for k, v in values.items() if k not in mine and k in {f.name for f in dataclasses.fields(other)}}
+        if unused:
+            _build(other, unused, prefix).check(prefix.rstrip(".").rsplit(".", 1)[-1])
+        return {k: v for k, v in values.items() if k not in unused}
+
+
+@dataclass
+class AlignStageConfig(StageConfig):
+    """The alignment stage: next-patch MSE, always epochs of AdamW; it alone may read a corpus."""
+
+    solver: ClassVar[Solver] = "sgd"
+    data: Optional[list[Union[str, dict]]] = option(
+        factory=list, help="a corpus of sources (llm4ts_scale/data/corpus.py); [] = the run's own windows")
+
+    def check(self, name: str) -> None:
+        super().check(name)
         if self.data:
             _check(name == "align", f"stages.{name}.data: only the alignment stage reads a corpus; drop it")
             check_sources(self.data)
+
+
+@dataclass
+class ForecastStageConfig(StageConfig):
+    """A forecasting stage (lp, ft): epochs of AdamW, or, when only the head trains (linear probing), the head
+    solved in closed form."""
+
+    solver: Solver = option("sgd", "exact: closed-form ridge head, penalties chosen on validation (a probing stage only)")
+    penalty_linear: Penalty = option("auto", "exact solver: ridge penalty of the shortcut (relative); auto = validation "
+                                             "search")
+    penalty_llm: Penalty = option("auto", "exact solver: ridge penalty of the flatten head on the LLM features (relative)")
+    penalty_cov: Penalty = option("auto", "exact solver: ridge penalty of the covariates' map (relative), when there are "
+                                          "covariates")
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        _check(self.solver == "sgd" or probes(stage_spec(name).task, self.trained_groups(name)),
+               f"stages.{name}.solver=exact needs a stage that trains only the head (linear probing); use sgd")
         for key in ("penalty_linear", "penalty_llm", "penalty_cov"):
             value = getattr(self, key)
             ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
             _check(ok, f"stages.{name}.{key} must be auto or a positive number (relative to the features' scale)")
 
 
+STAGE_CONFIGS = {"align": AlignStageConfig, "forecast": ForecastStageConfig}  # a stage's task -> its options
+# The layout run directories were hashed in before each kind of stage had its own options (RunConfig.hash).
+_EVERY_STAGE_HAD = {"solver": "sgd", "penalty_linear": "auto", "penalty_llm": "auto", "penalty_cov": "auto", "data": []}
+
+
 def _stage_default(name: str):
     spec = stage_spec(name)
-    return option(factory=partial(StageConfig, epochs=spec.default_epochs, lr=spec.default_lr,
-                                  solver=spec.default_solver), help=f"the {spec.title} stage")
+    cls = STAGE_CONFIGS[spec.task]
+    solver = {"solver": spec.default_solver} if cls is ForecastStageConfig else {}
+    return option(factory=partial(cls, epochs=spec.default_epochs, lr=spec.default_lr, **solver),
+                  help=f"the {spec.title} stage")
 
 
 @dataclass
 class StagesConfig:
     """One `stages.<name>` entry per row of the stage table (llm4ts_scale/core/stages.py), in run order, with
-    that row's defaults (tests/test_configs.py checks the two agree)."""
+    that row's defaults and its task's options (tests/test_configs.py checks the two agree)."""
 
-    align: StageConfig = _stage_default("align")
-    lp: StageConfig = _stage_default("lp")
-    ft: StageConfig = _stage_default("ft")
+    align: AlignStageConfig = _stage_default("align")
+    lp: ForecastStageConfig = _stage_default("lp")
+    ft: ForecastStageConfig = _stage_default("ft")
 
     def __post_init__(self) -> None:
         for name in STAGE_NAMES:
@@ -330,11 +371,15 @@ class RunConfig:
 
     def hash(self, exclude: tuple[str, ...] = ("run_dir",)) -> str:
         """Stable hash of what determines the results (run_dir excluded: moving a run keeps it). `calibration`
-        is left out where it has its default, so run directories made before the key existed still resume; the
-        test intervals it chooses are re-scored any time by `llm4ts-scale evaluate RUN_DIR --calibration ...`."""
+        is left out where it has its default, and every stage is hashed with the options only one kind of stage
+        has now (at the values that changed nothing), so run directories made before still resume; the test
+        intervals `calibration` chooses are re-scored any time by `llm4ts-scale evaluate RUN_DIR --calibration ...`."""
         payload = {k: v for k, v in self.to_dict().items() if k not in exclude}
         if payload.get("calibration") == RunConfig.calibration:
             payload.pop("calibration")
+        for stage in payload.get("stages", {}).values():  # hashed as when every stage carried every option
+            for key, value in _EVERY_STAGE_HAD.items():
+                stage.setdefault(key, value)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def active_stages(self) -> list[str]:
@@ -420,6 +465,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _build(cls, values: dict, prefix: str = ""):
     types_ = _field_types(cls)
+    if issubclass(cls, StageConfig):
+        values = cls.without_unused_keys(values, prefix)
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise UserError(
