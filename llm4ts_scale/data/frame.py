@@ -305,8 +305,3 @@ def panel_arrays(df: pd.DataFrame, schema: Schema, name: str = "the DataFrame", 
     counts = np.bincount(group, minlength=len(uniques))
     return Panel(ids=[str(u) for u in uniques], offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                  timestamps=ts, values=values, columns=columns)
-
-
-def load_panel(path: str | Path, schema: Schema, fill: str = "none") -> Panel:
-    path = Path(path)
-    return panel_arrays(read_table(path), schema, path.name, fill, is_csv=path.suffix.lower() == ".csv")

@@ -297,10 +297,6 @@ class SeriesStore:
             raise UserError(f"the store has {self.n_rows} rows, cannot take the last {n}")
         return self.read_rows(self.n_rows - n, self.n_rows, scaled)
 
-    @property
-    def last_timestamp(self) -> np.datetime64:
-        return self.read_timestamps(self.n_rows - 1, self.n_rows)[0]
-
     # ------------------------------------------------------------------ scaling
     def _stats(self, like, channels):
         mean, std = self.mean, self.std
