@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tables  # experiments/tables.py, beside this file
 import yaml
 
 from llm4ts_scale.core.errors import UserError, exit_on_user_error
@@ -37,6 +38,7 @@ from llm4ts_scale.core.stages import STAGE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = {"train": "run.json", "evaluate": "metrics.json"}  # kind -> the kept file that marks a cell finished
+RENDERERS = ("accuracy", "sweep", "scaling", "ablation")  # the functions of experiments/tables.py a file may name
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Experiment:
     report: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.table not in RENDERERS:
+            raise UserError(f"{self.path}: table {self.table!r} is not a renderer in experiments/tables.py; use one of "
+                            f"{', '.join(RENDERERS)}")
         for cell in self.cells.values():
             if cell.kind not in KINDS:
                 raise UserError(f"{self.path}: cell {cell.name} has kind {cell.kind!r}; use one of {', '.join(KINDS)}")
@@ -178,8 +183,6 @@ def run_cells(exp: Experiment, names: list[str], jobs: int) -> list[str]:
 
 def publish(exp: Experiment) -> None:
     """Render the experiment's tables from the kept files, write them next to the cells and print them."""
-    import tables  # experiments/tables.py, beside this file
-
     for filename, text in getattr(tables, exp.table)(exp).items():
         atomic_write_text(exp.results / filename, text + "\n")
         print(text, flush=True)

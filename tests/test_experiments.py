@@ -38,13 +38,14 @@ def _write(path, spec: dict):
     return path
 
 
-@pytest.mark.parametrize("cells, named", [({"a": {"aligned_from": "nope"}}, "nope"),
-                                          ({"a": {"group": "ghost"}}, "ghost"),
-                                          ({"a": {"kind": "sweep"}}, "sweep"),
-                                          ({"a": {"overrides": []}}, "overrides")])
-def test_a_bad_experiment_file_is_one_line_exit_2_and_runs_nothing(tmp_path, cells, named):
+@pytest.mark.parametrize("fault, named", [({"cells": {"a": {"aligned_from": "nope"}}}, "nope"),
+                                          ({"cells": {"a": {"group": "ghost"}}}, "ghost"),
+                                          ({"cells": {"a": {"kind": "sweep"}}}, "sweep"),
+                                          ({"cells": {"a": {"overrides": []}}}, "overrides"),
+                                          ({"table": "keep_small_files"}, "keep_small_files")])
+def test_a_bad_experiment_file_is_one_line_exit_2_and_runs_nothing(tmp_path, fault, named):
     bad = _write(tmp_path / "bad.yaml", {"results": str(tmp_path / "results"), "runs": str(tmp_path / "runs"),
-                                         "table": "ablation", "cells": cells})
+                                         "table": "ablation", "cells": {"a": {}}, **fault})
     proc = runner(str(bad))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and named in proc.stderr
