@@ -38,7 +38,6 @@ from llm4ts_scale.core.stages import STAGE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = {"train": "run.json", "evaluate": "metrics.json"}  # kind -> the kept file that marks a cell finished
-RENDERERS = ("accuracy", "sweep", "scaling", "ablation")  # the functions of experiments/tables.py a file may name
 
 
 @dataclass
@@ -68,9 +67,9 @@ class Experiment:
     report: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.table not in RENDERERS:
+        if self.table not in tables.RENDERERS:
             raise UserError(f"{self.path}: table {self.table!r} is not a renderer in experiments/tables.py; use one of "
-                            f"{', '.join(RENDERERS)}")
+                            f"{', '.join(tables.RENDERERS)}")
         for cell in self.cells.values():
             if cell.kind not in KINDS:
                 raise UserError(f"{self.path}: cell {cell.name} has kind {cell.kind!r}; use one of {', '.join(KINDS)}")
@@ -183,7 +182,7 @@ def run_cells(exp: Experiment, names: list[str], jobs: int) -> list[str]:
 
 def publish(exp: Experiment) -> None:
     """Render the experiment's tables from the kept files, write them next to the cells and print them."""
-    for filename, text in getattr(tables, exp.table)(exp).items():
+    for filename, text in tables.RENDERERS[exp.table](exp).items():
         atomic_write_text(exp.results / filename, text + "\n")
         print(text, flush=True)
 

@@ -258,3 +258,6 @@ def scaling(exp) -> dict[str, str]:
                              "| | | |")
         lines.append("")
     return {"table.md": "\n".join([*lines, report["footer"]])}
+
+
+RENDERERS = {"accuracy": accuracy, "sweep": sweep, "scaling": scaling, "ablation": ablation}  # what `table:` may name
