@@ -236,14 +236,16 @@ class StageConfig:
 
     @classmethod
     def without_unused_keys(cls, values: dict, prefix: str) -> dict:
-        """`values` less the other kind of stage's options, accepted where they change nothing (configs written
+        """`values` less the other kinds of stage's options, accepted where they change nothing (configs written
         when every stage carried every option stay valid: stages.align.solver=sgd, stages.lp.data=[])."""
-        other = ForecastStageConfig if cls is AlignStageConfig else AlignStageConfig
-        mine = {f.name for f in dataclasses.fields(cls)}
-        unused = {k: v for k, v in values.items() if k not in mine and k in {f.name for f in dataclasses.fields(other)}}
-        if unused:
-            _build(other, unused, prefix).check(prefix.rstrip(".").rsplit(".", 1)[-1])
-        return {k: v for k, v in values.items() if k not in unused}
+        mine, name = {f.name for f in dataclasses.fields(cls)}, prefix.rstrip(".").rsplit(".", 1)[-1]
+        kept = dict(values)
+        for other in STAGE_CONFIGS.values():
+            theirs = {f.name for f in dataclasses.fields(other)} - mine
+            unused = {k: kept.pop(k) for k in list(kept) if k in theirs}
+            if unused:
+                _build(other, unused, prefix).check(name)  # refused with the message it always had
+        return kept
 
 
 @dataclass
